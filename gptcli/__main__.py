@@ -1,0 +1,83 @@
+"""Entry point: runs the app, and is the one place that prints errors and picks exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run gptcli with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    import typer
+
+    from gptcli import textio
+    from gptcli.cli import app
+    from gptcli.errors import GptcliError, OutputClosed
+
+    textio.configure_stdout()
+    try:
+        code = app(args=argv, prog_name="gptcli", standalone_mode=False)
+    except GptcliError as exc:
+        return _fail(exc.message, exc.exit_code)
+    except typer.TyperException as exc:  # Typer's own usage errors: unknown option, bad value
+        return _fail(_usage_message(exc), getattr(exc, "exit_code", EXIT_USAGE))
+    except typer.Abort:
+        return _fail("aborted", EXIT_FAILURE)
+    except OutputClosed:
+        _silence_stdout()
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return _interrupted()
+    except MemoryError:
+        return _fail("out of memory; try a smaller --batch-size or a smaller model", EXIT_FAILURE)
+    except Exception as exc:  # the last net: one line, never a traceback unless asked
+        if os.environ.get("GPTCLI_DEBUG"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        return _fail(f"unexpected {type(exc).__name__}: {first} (set GPTCLI_DEBUG=1 for the traceback)",
+                     EXIT_FAILURE)
+    if code == EXIT_INTERRUPTED:  # Typer turns Ctrl-C into exit code 130
+        return _interrupted()
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def _usage_message(exc) -> str:
+    message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "gptcli"
+    return f"{message} (see `{command} --help`)"
+
+
+def _fail(message: str, code: int) -> int:
+    if os.environ.get("GPTCLI_DEBUG"):
+        import traceback
+
+        traceback.print_exc()
+    sys.stderr.write(f"gptcli: error: {message}\n")
+    sys.stderr.flush()
+    return code
+
+
+def _interrupted() -> int:
+    sys.stderr.write("gptcli: interrupted; results already written are kept (rerun to resume)\n")
+    return EXIT_INTERRUPTED
+
+
+def _silence_stdout() -> None:
+    """After the reader closed the pipe, point stdout at /dev/null so the exit flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

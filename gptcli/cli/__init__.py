@@ -1,0 +1,46 @@
+"""The Typer app. Commands live one per module and import nothing heavy at import time,
+so `gptcli --help` stays instant."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from gptcli import __version__
+
+app = typer.Typer(
+    name="gptcli",
+    help="Hugging Face language models from the terminal: generate, finetune, classify, summarize, translate.\n\n"
+         "Results go to stdout, everything else to stderr. Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"gptcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is loaded and why (device, dtype) to stderr.")] = False,
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
+                                                    help="Print the version and exit.")] = None,
+) -> None:
+    from gptcli import console
+
+    console.set_verbose(verbose)
+
+
+def _register() -> None:
+    from gptcli.cli import generate
+
+    app.command(name="generate", no_args_is_help=False)(generate.generate)
+
+
+_register()

@@ -1,0 +1,68 @@
+"""Pieces every command shares: where the input comes from, where results go, and stats."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+
+from gptcli import console, textio
+from gptcli.errors import InputError, UsageError
+
+
+def single_text(argument: str | None, what: str = "prompt") -> str:
+    """The one text a command works on: argument, stdin, or both.
+
+    ``-`` or no argument with stdin piped reads stdin. With an argument and piped
+    stdin, stdin is the context and the argument the instruction.
+    """
+    if argument == "-":
+        text = textio.read_stdin()
+    elif argument is None:
+        if not textio.stdin_is_piped():
+            raise UsageError(f"no {what}: give it as an argument, pipe it on stdin, or use --input FILE")
+        text = textio.read_stdin()
+    else:
+        context = textio.read_stdin() if textio.stdin_is_piped() else ""
+        text = f"{argument}\n\n{context.rstrip()}" if context.strip() else argument
+    if not text.strip():
+        raise InputError(f"the {what} is empty" + (" (stdin gave no text)" if argument in (None, "-") else ""))
+    return text
+
+
+def check_batch_args(argument: str | None, input_file: str | None, output: str | None) -> None:
+    if input_file is not None and argument is not None:
+        raise UsageError("give either a text argument or --input FILE, not both")
+    if output is not None:
+        textio.check_output_path(output, [input_file] if input_file else [])
+
+
+@dataclass
+class RunClock:
+    """Wall-clock marks of one command, for --stats."""
+
+    started: float = field(default_factory=time.perf_counter)
+    load_seconds: float = 0.0
+
+
+def peak_memory_text(device) -> str:
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if sys.platform == "darwin":
+        rss_mb /= 1024  # bytes on macOS
+    text = f"peak RSS {rss_mb:.0f} MiB"
+    if str(device).startswith("cuda"):
+        import torch
+
+        text += f", peak GPU {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+    return text
+
+
+def report_stats(lm, stats, clock: RunClock) -> None:
+    """One stats line on stderr."""
+    speed = stats.generated_tokens / stats.decode_seconds if stats.decode_seconds else 0.0
+    first = f"{stats.first_token_seconds:.3f} s" if stats.first_token_seconds is not None else "n/a"
+    console.info(f"imports {lm.import_seconds:.2f} s · load {lm.load_seconds:.2f} s · prompt {stats.prompt_tokens} tok · first token {first} · "
+                 f"{stats.generated_tokens} tok in {stats.decode_seconds:.2f} s ({speed:.1f} tok/s) · "
+                 f"total {time.perf_counter() - clock.started:.2f} s · {peak_memory_text(lm.device)} · "
+                 f"{lm.placement.device}/{lm.placement.dtype_name}")

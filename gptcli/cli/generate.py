@@ -1,0 +1,269 @@
+"""`gptcli generate`: text from a prompt, stdin, or a batch file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, List, Optional
+
+import typer
+
+from gptcli.cli import common
+from gptcli.cli import options as opt
+from gptcli.errors import InputError, UsageError
+
+SAMPLING = "Sampling"
+
+
+@dataclass
+class Item:
+    """One prompt to run, with the fields carried into its output record."""
+
+    id: object
+    prompt: object  # services.prompting.Prompt
+    fields: dict
+
+
+def generate(
+    prompt: Annotated[Optional[str], typer.Argument(
+        help="The prompt. - reads stdin; with piped stdin and an argument, stdin is the context.",
+        show_default=False)] = None,
+    model: opt.Model = None,
+    adapter: opt.Adapter = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
+    trust_remote_code: opt.TrustRemoteCode = False,
+    input_file: opt.InputFile = None,
+    system: Annotated[Optional[str], typer.Option(rich_help_panel=opt.INPUT_PANEL,
+                                                  help="A system prompt (chat models).")] = None,
+    raw: Annotated[bool, typer.Option("--raw", rich_help_panel=opt.INPUT_PANEL,
+                                      help="Send the text as it is, without the chat template.")] = False,
+    truncate: opt.TruncateOpt = None,
+    max_new_tokens: Annotated[int, typer.Option(rich_help_panel=SAMPLING, help="Most tokens to generate.")] = 256,
+    temperature: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="0 is greedy (deterministic).")] = 0.0,
+    top_p: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="Nucleus sampling mass, in (0, 1].")] = 1.0,
+    top_k: Annotated[int, typer.Option(rich_help_panel=SAMPLING, help="Sample from the k likeliest; 0 is off.")] = 0,
+    min_p: Annotated[float, typer.Option(rich_help_panel=SAMPLING,
+                                         help="Drop tokens below this share of the likeliest; 0 is off.")] = 0.0,
+    repetition_penalty: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="1 is off; 1.1-1.3 curbs loops.")] = 1.0,
+    no_repeat_ngram_size: Annotated[int, typer.Option(rich_help_panel=SAMPLING,
+                                                      help="Never repeat an n-gram of this size; 0 is off.")] = 0,
+    seed: Annotated[Optional[int], typer.Option(rich_help_panel=SAMPLING, help="Same seed, same output.")] = None,
+    stop: Annotated[Optional[List[str]], typer.Option(rich_help_panel=SAMPLING,
+                                                      help="End the output before this string (repeatable).")] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", rich_help_panel=SAMPLING,
+                                             help="Samples per prompt (needs --temperature > 0).")] = 1,
+    stream: Annotated[bool, typer.Option(rich_help_panel=opt.OUTPUT_PANEL,
+                                         help="Print a single prompt's tokens as they are made.")] = True,
+    json_output: opt.JsonOutput = False,
+    output: opt.OutputFile = None,
+    batch_size: opt.BatchSize = 0,
+    stats: opt.Stats = False,
+) -> None:
+    """Generate text from a prompt, from stdin, or from a batch file.
+
+    Examples:
+
+      gptcli generate "What is the capital of France?"
+
+      cat notes.txt | gptcli generate "Turn these notes into an email"
+
+      gptcli generate --input prompts.jsonl --output answers.jsonl --temperature 0.7 --seed 1
+    """
+    from gptcli.services.generate import GenerationParams
+    from gptcli.services.sampling import SamplingParams
+
+    sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed)
+    params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
+    _validate(params, max_new_tokens)
+    common.check_batch_args(prompt, input_file, output)
+    items = _read_items(prompt, input_file)
+    run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
+               stream and input_file is None and num_samples == 1 and not json_output and output is None,
+               json_output, output, stats)
+    run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code))
+
+
+def _validate(params, max_new_tokens: int) -> None:
+    params.sampling.validate()
+    if max_new_tokens < 1:
+        raise UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if params.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {params.num_samples}")
+    if params.num_samples > 1 and params.sampling.greedy:
+        raise UsageError("--num-samples above 1 needs --temperature above 0 (greedy gives the same text each time)")
+    if any(not s for s in params.stop):
+        raise UsageError("--stop must not be empty")
+
+
+def _unescape(text: str) -> str:
+    """Let `--stop "\\n"` mean a newline, as users type it in a shell."""
+    return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
+
+
+def _load_options(model, adapter, device, dtype, trust_remote_code):
+    from gptcli.models.loader import LoadOptions
+
+    return LoadOptions(model, device, dtype, trust_remote_code, adapter)
+
+
+def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
+    from gptcli import textio
+    from gptcli.services.prompting import Prompt
+
+    if input_file is None:
+        text = common.single_text(prompt)
+        return [Item(1, Prompt(text=text), {"prompt": text})]
+    return [Item(r.id, _record_prompt(r), r.fields) for r in textio.read_records(input_file, "prompt")]
+
+
+def _record_prompt(record):
+    from gptcli.services.prompting import Prompt
+
+    if "messages" in record.fields:
+        return Prompt(messages=_messages(record), where=record.where)
+    return Prompt(text=record.text("prompt"), where=record.where)
+
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def _messages(record) -> tuple[dict, ...]:
+    messages = record.fields["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise InputError(f"{record.where}: field 'messages' must be a non-empty list of {{role, content}} objects")
+    for number, message in enumerate(messages, start=1):
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise InputError(f"{record.where}: messages[{number}] needs a string 'content'")
+        if message.get("role") not in ROLES:
+            raise InputError(f"{record.where}: messages[{number}] has role {message.get('role')!r}; "
+                             f"use one of {', '.join(ROLES)}")
+    return tuple(messages)
+
+
+@dataclass
+class _Run:
+    """One generate invocation after its options are checked: load, fit, generate, write."""
+
+    params: object
+    max_new_tokens: int
+    system: str | None
+    raw: bool
+    truncate: str | None
+    stream: bool
+    json_output: bool
+    output: str | None
+    show_stats: bool
+
+    def execute(self, items: list[Item], load_options) -> None:
+        from gptcli import textio
+        from gptcli.models import load_model
+        from gptcli.models.kinds import CAUSAL_LM
+
+        clock = common.RunClock()
+        sink = _Sink(self.output, self.json_output, self.params.num_samples)
+        try:
+            todo = [item for item in items if not sink.is_done(item.id)]
+            if not todo:
+                sink.finish_note(len(items), 0)
+                return
+            lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate")
+            self._generate(lm, todo, sink, clock)
+        finally:
+            sink.close()
+
+    def _generate(self, lm, items: list[Item], sink, clock) -> None:
+        from gptcli import console
+        from gptcli.services import generate as gen
+        from gptcli.services.batching import auto_batch_size
+
+        fitted = [self._fit(lm, item) for item in items]
+        params = self.params
+        if params.batch_size == 0:
+            longest = max(len(f.ids) + f.max_new_tokens for f in fitted)
+            params = gen.GenerationParams(params.sampling, params.stop, params.num_samples, auto_batch_size(lm, longest))
+            console.log(f"batch size {params.batch_size} (chosen from free memory)")
+        stats = gen.GenerationStats()
+        with console.Progress("generating", len(items) * params.num_samples) as progress:
+            for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats):
+                if isinstance(event, gen.TextChunk):
+                    sink.stream_text(event.text)
+                    continue
+                sink.write(items[event.index], event)
+                progress.advance()
+        sink.finish_note(len(items) * params.num_samples, self.max_new_tokens)
+        if self.show_stats:
+            common.report_stats(lm, stats, clock)
+
+    def _fit(self, lm, item: Item):
+        from gptcli import console
+        from gptcli.services.prompting import encode_prompt, fit_to_context
+
+        ids = encode_prompt(lm.tokenizer, item.prompt, self.system, self.raw)
+        fitted = fit_to_context(ids, lm.context_length, self.max_new_tokens, self.truncate, item.prompt.where)
+        if fitted.note:
+            console.warn(fitted.note)
+        return fitted
+
+
+class _Sink:
+    """Where results go: streamed text, text lines, JSON lines on stdout, or an --output file."""
+
+    def __init__(self, output: str | None, json_output: bool, num_samples: int):
+        from gptcli import console, textio
+
+        self.json_output = json_output
+        self.num_samples = num_samples
+        self.file = textio.open_result_file(output, ("id", "sample")) if output else None
+        self.streamed = False
+        self.length_stops = 0
+        if self.file is not None and self.file.done:
+            console.info(f"resuming: {len(self.file.done)} results already in {output}")
+
+    def is_done(self, item_id) -> bool:
+        if self.file is None:
+            return False
+        samples = [None] if self.num_samples == 1 else range(self.num_samples)
+        return all((item_id, s) in self.file.done for s in samples)
+
+    def stream_text(self, text: str) -> None:
+        from gptcli import textio
+
+        self.streamed = True
+        textio.write_stdout(text)
+
+    def write(self, item: Item, completion) -> None:
+        from gptcli import textio
+
+        self.length_stops += completion.finish_reason == "length"
+        record = self._record(item, completion)
+        if self.file is not None:
+            if (record["id"], record.get("sample")) not in self.file.done:
+                self.file.write(record)
+        elif self.json_output:
+            textio.write_json_line(record)
+        elif self.streamed:
+            textio.write_stdout("\n")
+        else:
+            textio.write_stdout(completion.text + "\n")
+
+    def _record(self, item: Item, completion) -> dict:
+        record = {"id": item.id}
+        record.update({k: v for k, v in item.fields.items() if k != "id"})
+        if self.num_samples > 1:
+            record["sample"] = completion.sample
+        record.update(text=completion.text, prompt_tokens=completion.prompt_tokens,
+                      generated_tokens=completion.generated_tokens, finish_reason=completion.finish_reason)
+        return record
+
+    def finish_note(self, total: int, max_new_tokens: int) -> None:
+        from gptcli import console
+
+        if self.length_stops:
+            console.warn(f"{self.length_stops} of {total} results stopped at --max-new-tokens {max_new_tokens}; "
+                         f"raise it for longer output")
+        if self.file is not None and total == 0:
+            console.info(f"nothing to do: every input already has a result in {self.file.path}")
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()

@@ -1,0 +1,51 @@
+"""Option types shared by several commands, so each means the same everywhere."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+MODEL_PANEL = "Model"
+INPUT_PANEL = "Input"
+OUTPUT_PANEL = "Output"
+
+
+class Truncate(str, Enum):
+    left = "left"
+    right = "right"
+
+
+Model = Annotated[Optional[str], typer.Option(
+    "--model", "-m", rich_help_panel=MODEL_PANEL,
+    help="Model: a local folder, a .gguf file, a hub id (owner/name), or the alias smollm2 (default).")]
+Adapter = Annotated[Optional[str], typer.Option(
+    rich_help_panel=MODEL_PANEL, help="A LoRA adapter folder (as written by `gptcli finetune`) to apply.")]
+Device = Annotated[str, typer.Option(
+    rich_help_panel=MODEL_PANEL, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")]
+Dtype = Annotated[str, typer.Option(
+    rich_help_panel=MODEL_PANEL,
+    help="auto, float32, bfloat16 or float16. auto: bf16 on GPUs that have it, and on CPUs with native bf16.")]
+TrustRemoteCode = Annotated[bool, typer.Option(
+    "--trust-remote-code", rich_help_panel=MODEL_PANEL,
+    help="Allow a model to run its own Python code. Off unless you trust the model.")]
+
+InputFile = Annotated[Optional[str], typer.Option(
+    "--input", "-i", rich_help_panel=INPUT_PANEL,
+    help="A batch file: .txt (one item per line, blank lines skipped) or .jsonl (records); - for stdin.")]
+TruncateOpt = Annotated[Optional[Truncate], typer.Option(
+    rich_help_panel=INPUT_PANEL,
+    help="Cut inputs longer than the model's context from the left or right, instead of stopping with an error.")]
+
+OutputFile = Annotated[Optional[str], typer.Option(
+    "--output", "-o", rich_help_panel=OUTPUT_PANEL,
+    help="Write results as JSON lines to this file, each flushed when done; rerunning resumes where it stopped.")]
+JsonOutput = Annotated[bool, typer.Option(
+    "--json", rich_help_panel=OUTPUT_PANEL, help="Print one JSON object per result on stdout.")]
+BatchSize = Annotated[int, typer.Option(
+    min=0, rich_help_panel=OUTPUT_PANEL,
+    help="Inputs run together in one batch; 0 chooses from the free memory.")]
+Stats = Annotated[bool, typer.Option(
+    "--stats", rich_help_panel=OUTPUT_PANEL,
+    help="Print load time, time to first token, tokens/s and peak memory to stderr.")]

@@ -1,0 +1,197 @@
+"""The one function that turns a --model spec into a loaded (model, tokenizer).
+
+Every command calls ``load_model``; it is the only place in gptcli that calls
+``from_pretrained``, besides the one-time GGUF conversion.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gptcli import console
+from gptcli.errors import GptcliError, InputError, UsageError
+from gptcli.models import kinds
+from gptcli.models.placement import Placement, choose_placement
+from gptcli.models.resolve import ModelSource, resolve
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    model: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    adapter: str | None = None
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    kind: str
+    source: ModelSource
+    placement: Placement
+    load_seconds: float
+    name: str = ""
+    import_seconds: float = 0.0
+
+    @property
+    def device(self):
+        return self.model.device
+
+    @property
+    def context_length(self) -> int | None:
+        """The most tokens the model attends to, from its config (None when it has no limit)."""
+        config = self.model.config
+        for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        limit = getattr(self.tokenizer, "model_max_length", None)
+        return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else None
+
+
+def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> LoadedModel:
+    """Resolve, check and load a model for ``command``.
+
+    Args:
+        options: what the user asked for (spec, device, dtype, remote code, adapter).
+        accept: the model kinds (see ``kinds``) the command can work with.
+        command: the command name, for error messages.
+
+    Raises:
+        InputError: the spec is not a usable model, or of a kind the command cannot use.
+        UsageError: bad device/dtype, or remote code needed but not allowed.
+        GptcliError: the model cannot be fetched (offline) or fails to load.
+    """
+    imports_started = time.perf_counter()
+    _import_quietly()
+    import_seconds = time.perf_counter() - imports_started
+    started = time.perf_counter()
+    placement = choose_placement(options.device, options.dtype)
+    source = resolve(options.model)
+    adapter = options.adapter
+    if source.adapter_of is not None:  # a LoRA output folder given as --model: load its base + adapter
+        adapter = adapter or str(source.folder)
+        source = resolve(source.adapter_of)
+    location, extra = _location(source)
+    config = _load_config(location, extra, options, source)
+    kind = kinds.detect_kind(config)
+    if kind not in accept:
+        wanted = " or ".join(kinds.KIND_NAMES[k] for k in accept)
+        raise InputError(f"{source.spec} is {kinds.KIND_NAMES[kind]}; `gptcli {command}` needs {wanted}")
+    with console.status(f"Loading {source.describe()} ..."):
+        tokenizer = _load_tokenizer(location, extra, options, source)
+        model = _load_weights(kinds.auto_class(kind), location, extra, options, placement, source)
+        if adapter:
+            model = _attach_adapter(model, adapter)
+    model.eval()
+    seconds = time.perf_counter() - started
+    console.log(f"loaded {source.describe()} as {kind} in {seconds:.2f} s "
+                f"(after {import_seconds:.2f} s of imports): {placement.reason}")
+    return LoadedModel(model, tokenizer, kind, source, placement, seconds, name=source.spec,
+                       import_seconds=import_seconds)
+
+
+def _import_quietly() -> None:
+    """Import the model stack, and keep its progress bars and advice off our stderr."""
+    import huggingface_hub
+    import transformers
+    import transformers.modeling_utils  # noqa: F401  (pays transformers' lazy imports here, not in the load)
+
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    huggingface_hub.utils.disable_progress_bars()
+
+
+def _location(source: ModelSource) -> tuple[str, dict]:
+    if source.gguf is not None:
+        from gptcli.models.convert import converted_folder
+
+        return str(converted_folder(source.gguf)), {}
+    if source.folder is not None:
+        return str(source.folder), {}
+    return source.hub_id, {}
+
+
+def _load_config(location: str, extra: dict, options: LoadOptions, source: ModelSource):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
+    except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
+        raise _explain_load_failure(exc, source, "config") from None
+
+
+def _load_tokenizer(location: str, extra: dict, options: LoadOptions, source: ModelSource):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
+    except Exception as exc:
+        raise _explain_load_failure(exc, source, "tokenizer") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Batching needs a pad token; the attention mask hides it, so reusing EOS is safe here.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, placement: Placement,
+                  source: ModelSource):
+    kwargs: dict[str, Any] = {"dtype": placement.dtype, "trust_remote_code": options.trust_remote_code}
+    if placement.device.startswith("cuda"):
+        # accelerate places the weights: spread over all GPUs for "cuda", or onto the one named.
+        kwargs["device_map"] = "auto" if placement.device == "cuda" else placement.device
+    try:
+        model = auto_cls.from_pretrained(location, **kwargs, **extra)
+    except Exception as exc:
+        raise _explain_load_failure(exc, source, "weights") from None
+    if "device_map" not in kwargs and placement.device != "cpu":
+        model = model.to(placement.device)
+    return model
+
+
+def _attach_adapter(model, adapter: str):
+    from peft import PeftModel
+
+    path = Path(adapter).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise InputError(f"--adapter {adapter}: no adapter_config.json there; give the adapter folder "
+                         f"that `gptcli finetune` wrote (OUT/adapter)")
+    try:
+        return PeftModel.from_pretrained(model, str(path))
+    except Exception as exc:
+        raise InputError(f"--adapter {adapter} does not fit this model ({_first_line(exc)}); "
+                         f"load it with the base model it was trained on") from None
+
+
+def _explain_load_failure(exc: Exception, source: ModelSource, part: str) -> GptcliError:
+    text = str(exc)
+    if "trust_remote_code" in text:
+        return UsageError(f"{source.spec} needs to run its own Python code to load; "
+                          f"if you trust it, rerun with --trust-remote-code")
+    if source.hub_id is not None and _is_offline_failure(exc):
+        return GptcliError(f"cannot fetch {source.hub_id}: it is not in the local Hugging Face cache and "
+                           f"the hub is unreachable (offline?); connect once, or run `hf download "
+                           f"{source.hub_id}`, or pass a local folder with --model")
+    if source.hub_id is not None and ("is not a valid model identifier" in text or "404" in text
+                                      or "Repository Not Found" in text):
+        return InputError(f"{source.hub_id} is not a model on the hub (check the spelling), "
+                          f"nor a local path")
+    where = source.describe()
+    return InputError(f"cannot load the {part} of {where}: {_first_line(exc)}")
+
+
+def _is_offline_failure(exc: Exception) -> bool:
+    text = str(exc).lower()
+    markers = ("offline", "couldn't connect", "connection", "cannot find the requested files",
+               "local_files_only", "we couldn't connect", "name or service not known", "max retries")
+    return any(marker in text for marker in markers)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:240] if lines else type(exc).__name__

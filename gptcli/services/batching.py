@@ -1,0 +1,43 @@
+"""How many sequences to run at once when the user leaves --batch-size at 0."""
+
+from __future__ import annotations
+
+CPU_MAX_BATCH = 16  # on CPU, throughput stops growing past ~16 rows (benchmarks/README.md)
+GPU_MAX_BATCH = 64
+MEMORY_SHARE = 0.3  # of the free memory, for the KV cache of one batch
+
+
+def auto_batch_size(lm, longest_tokens: int) -> int:
+    """A batch size whose KV cache for ``longest_tokens`` per row fits a share of free memory."""
+    per_row = _kv_bytes_per_token(lm) * max(1, longest_tokens)
+    budget = _free_memory_bytes(lm.device) * MEMORY_SHARE
+    cap = GPU_MAX_BATCH if str(lm.device).startswith("cuda") else CPU_MAX_BATCH
+    return max(1, min(cap, int(budget // max(per_row, 1))))
+
+
+def _kv_bytes_per_token(lm) -> int:
+    config = lm.model.config
+    config = getattr(config, "text_config", None) or config
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 12)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 12)
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 768)
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    element = lm.model.dtype.itemsize if hasattr(lm.model.dtype, "itemsize") else 4
+    return 2 * layers * kv_heads * head_dim * element
+
+
+def _free_memory_bytes(device) -> int:
+    if str(device).startswith("cuda"):
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30

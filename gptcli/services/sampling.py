@@ -1,0 +1,86 @@
+"""Sampling settings and the choice of the next token."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gptcli.errors import UsageError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0: off
+    min_p: float = 0.0  # 0: off
+    repetition_penalty: float = 1.0
+    no_repeat_ngram_size: int = 0
+    seed: int | None = None
+
+    def validate(self) -> None:
+        if self.temperature < 0:
+            raise UsageError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise UsageError(f"--top-k must be 0 (off) or more, got {self.top_k}")
+        if not 0 <= self.min_p < 1:
+            raise UsageError(f"--min-p must be in [0, 1), got {self.min_p}")
+        if self.repetition_penalty <= 0:
+            raise UsageError(f"--repetition-penalty must be above 0 (1 is off), got {self.repetition_penalty}")
+        if self.no_repeat_ngram_size < 0:
+            raise UsageError(f"--no-repeat-ngram-size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+class TokenPicker:
+    """Applies penalties and warpers to the last logits and picks one token per row.
+
+    Uses transformers' logits processors, so each setting means exactly what it
+    means in ``model.generate``.
+    """
+
+    def __init__(self, params: SamplingParams, device):
+        import torch
+        import transformers as tf
+
+        self.greedy = params.greedy
+        processors = []
+        if params.repetition_penalty != 1.0:
+            processors.append(tf.RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+        if params.no_repeat_ngram_size > 0:
+            processors.append(tf.NoRepeatNGramLogitsProcessor(params.no_repeat_ngram_size))
+        if not self.greedy:
+            if params.temperature != 1.0:
+                processors.append(tf.TemperatureLogitsWarper(params.temperature))
+            if params.top_k > 0:
+                processors.append(tf.TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                processors.append(tf.TopPLogitsWarper(params.top_p))
+            if params.min_p > 0:
+                processors.append(tf.MinPLogitsWarper(params.min_p))
+        self.processors = tf.LogitsProcessorList(processors)
+        self.needs_history = bool(processors) and (params.repetition_penalty != 1.0
+                                                   or params.no_repeat_ngram_size > 0)
+        self.generator = None
+        if not self.greedy:
+            self.generator = torch.Generator(device=device)
+            if params.seed is not None:
+                self.generator.manual_seed(params.seed)
+            else:
+                self.generator.seed()
+
+    def __call__(self, history, logits):
+        """history: (batch, seq) ids so far (may be None when no processor needs it)."""
+        import torch
+
+        logits = logits.float()
+        if len(self.processors):
+            logits = self.processors(history, logits)
+        if self.greedy:
+            return logits.argmax(dim=-1)
+        probs = torch.softmax(logits, dim=-1)
+        return torch.multinomial(probs, num_samples=1, generator=self.generator).squeeze(1)

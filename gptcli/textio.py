@@ -1,0 +1,223 @@
+"""All reading and writing of user data: stdin, stdout, input files and --output files.
+
+Inputs are read and validated whole before any model loads. Output records are
+written one JSON line at a time and flushed, so a crash loses nothing that was
+finished; a rerun with the same --output skips what is already there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from gptcli.errors import InputError, OutputClosed, UsageError
+
+MAX_ERRORS_SHOWN = 1  # one line on stderr: the first problem, with where it is
+
+
+@dataclass
+class Record:
+    """One input item: its id, its fields, and where it came from ("file:line")."""
+
+    id: Any
+    fields: dict
+    where: str
+    line: int = 0
+
+    def text(self, name: str) -> str:
+        """A required, non-empty string field."""
+        value = self.fields.get(name)
+        if value is None:
+            raise InputError(f"{self.where}: missing field {name!r}")
+        if not isinstance(value, str):
+            raise InputError(f"{self.where}: field {name!r} must be a string, got {type(value).__name__}")
+        if not value.strip():
+            raise InputError(f"{self.where}: field {name!r} is empty")
+        return value
+
+
+# ---------------------------------------------------------------- reading
+
+
+def stdin_is_piped() -> bool:
+    return not sys.stdin.isatty()
+
+
+def read_stdin() -> str:
+    """The whole of stdin as text (strict UTF-8, a leading BOM dropped)."""
+    data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+    return _decode(data, "stdin").lstrip("\ufeff")
+
+
+def read_records(path: str, text_field: str) -> list[Record]:
+    """Records from a .jsonl file or from lines of text (.txt, anything else, or - for stdin).
+
+    Text lines become records with ``text_field`` set; blank lines are skipped.
+    Raises InputError naming the file and line of the first problem.
+    """
+    name, data = _read_bytes(path)
+    lines = _decode(data, name).lstrip("\ufeff").splitlines()
+    if path.lower().endswith((".jsonl", ".ndjson")):
+        records = list(_jsonl_records(name, lines))
+    else:
+        records = [Record(number, {text_field: line.rstrip("\r")}, f"{name}:{number}", number)
+                   for number, line in enumerate(lines, start=1) if line.strip()]
+    if not records:
+        raise InputError(f"{name}: no records (the file is empty or holds only blank lines)")
+    _check_unique_ids(records, name)
+    return records
+
+
+def _read_bytes(path: str) -> tuple[str, bytes]:
+    if path == "-":
+        return "stdin", sys.stdin.buffer.read()
+    file = Path(path).expanduser()
+    if not file.exists():
+        raise InputError(f"{path}: no such file")
+    if file.is_dir():
+        raise InputError(f"{path}: is a folder, not a file")
+    try:
+        return path, file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(f"{name}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x}); "
+                         f"convert the file to UTF-8 (e.g. iconv -t utf-8)") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise InputError(f"{name}:{line}: contains a NUL byte; is this a binary file?")
+    return text
+
+
+def _jsonl_records(name: str, lines: list[str]) -> Iterator[Record]:
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}:{number}"
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(value, dict):
+            raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+        record_id = value.get("id", number)
+        if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
+            raise InputError(f"{where}: field 'id' must be a string or an integer")
+        yield Record(record_id, value, where, number)
+
+
+def _check_unique_ids(records: list[Record], name: str) -> None:
+    seen: dict[Any, str] = {}
+    for record in records:
+        if record.id in seen:
+            raise InputError(f"{record.where}: id {record.id!r} repeats {seen[record.id]}; ids must be unique")
+        seen[record.id] = record.where
+
+
+# ---------------------------------------------------------------- writing
+
+
+def configure_stdout() -> None:
+    """UTF-8 on stdout whatever the locale, so pipes always get valid UTF-8."""
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8", errors="replace")
+
+
+def write_stdout(text: str) -> None:
+    """Write and flush at once (results reach a pipe as they are made)."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise OutputClosed() from None
+
+
+def write_json_line(obj: dict) -> None:
+    write_stdout(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def check_output_path(output: str, inputs: list[str]) -> None:
+    """Refuse an --output in a missing folder or on top of an input file."""
+    out = Path(output).expanduser()
+    if not out.parent.exists():
+        raise UsageError(f"--output {output}: the folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a file name such as {output.rstrip('/')}/out.jsonl")
+    for given in inputs:
+        if given != "-" and Path(given).expanduser().exists() and out.exists() \
+                and os.path.samefile(out, Path(given).expanduser()):
+            raise UsageError(f"--output {output} is the input file; write to another file")
+
+
+@dataclass
+class ResultFile:
+    """An --output jsonl file, opened for appending after the records already done."""
+
+    path: Path
+    done: set = field(default_factory=set)
+    dropped_torn_line: bool = False
+    _handle: Any = None
+
+    def write(self, obj: dict) -> None:
+        try:
+            self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            self._handle.flush()
+        except OSError as exc:
+            from gptcli.errors import GptcliError
+
+            raise GptcliError(f"cannot write to {self.path}: {exc.strerror}; the records before "
+                              f"this one are saved, rerun to continue") from None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+
+def open_result_file(output: str, key_fields: tuple[str, ...]) -> ResultFile:
+    """Open --output for resuming: collect the keys already done; drop a torn last line.
+
+    A run killed mid-write can leave a last line without its newline; it is
+    cut off here so the file holds only whole records.
+    """
+    path = Path(output).expanduser()
+    result = ResultFile(path)
+    if path.exists():
+        result.done, good_length = _scan_done(path, key_fields)
+        if good_length < path.stat().st_size:
+            with open(path, "r+b") as handle:
+                handle.truncate(good_length)
+            result.dropped_torn_line = True
+    try:
+        result._handle = open(path, "a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot open for writing ({exc.strerror})") from None
+    return result
+
+
+def _scan_done(path: Path, key_fields: tuple[str, ...]) -> tuple[set, int]:
+    done: set = set()
+    good = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                break  # torn: the writer died before the newline
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise InputError(f"{path}:{number}: not a JSON line; this --output file was not "
+                                 f"written by gptcli, or was edited: move it aside to start over") from None
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{number}: expected a JSON object in the --output file")
+            done.add(tuple(obj.get(name) for name in key_fields))
+            good += len(raw)
+    return done, good
