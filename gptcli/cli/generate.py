@@ -155,7 +155,6 @@ class _Run:
     show_stats: bool
 
     def execute(self, items: list[Item], load_options) -> None:
-        from gptcli import textio
         from gptcli.models import load_model
         from gptcli.models.kinds import CAUSAL_LM
 
@@ -164,7 +163,9 @@ class _Run:
         try:
             todo = [item for item in items if not sink.is_done(item.id)]
             if not todo:
-                sink.finish_note(len(items), 0)
+                from gptcli import console
+
+                console.info("nothing to do: every input already has a result in the --output file")
                 return
             lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate")
             self._generate(lm, todo, sink, clock)
@@ -206,45 +207,28 @@ class _Run:
 
 
 class _Sink:
-    """Where results go: streamed text, text lines, JSON lines on stdout, or an --output file."""
+    """generate's view of the shared ResultSink: streaming, -n samples, and limit warnings."""
 
     def __init__(self, output: str | None, json_output: bool, num_samples: int):
-        from gptcli import console, textio
+        from gptcli.cli.sink import ResultSink
 
-        self.json_output = json_output
+        self.results = ResultSink(output, json_output, ("id", "sample"))
         self.num_samples = num_samples
-        self.file = textio.open_result_file(output, ("id", "sample")) if output else None
         self.streamed = False
         self.length_stops = 0
-        if self.file is not None and self.file.done:
-            console.info(f"resuming: {len(self.file.done)} results already in {output}")
 
     def is_done(self, item_id) -> bool:
-        if self.file is None:
-            return False
         samples = [None] if self.num_samples == 1 else range(self.num_samples)
-        return all((item_id, s) in self.file.done for s in samples)
+        return all(self.results.is_done((item_id, s)) for s in samples)
 
     def stream_text(self, text: str) -> None:
-        from gptcli import textio
-
         self.streamed = True
-        textio.write_stdout(text)
+        self.results.stream(text)
 
     def write(self, item: Item, completion) -> None:
-        from gptcli import textio
-
         self.length_stops += completion.finish_reason == "length"
-        record = self._record(item, completion)
-        if self.file is not None:
-            if (record["id"], record.get("sample")) not in self.file.done:
-                self.file.write(record)
-        elif self.json_output:
-            textio.write_json_line(record)
-        elif self.streamed:
-            textio.write_stdout("\n")
-        else:
-            textio.write_stdout(completion.text + "\n")
+        # A streamed result is already on stdout: only its line end is missing.
+        self.results.emit(self._record(item, completion), "" if self.streamed else completion.text)
 
     def _record(self, item: Item, completion) -> dict:
         record = {"id": item.id}
@@ -261,9 +245,6 @@ class _Sink:
         if self.length_stops:
             console.warn(f"{self.length_stops} of {total} results stopped at --max-new-tokens {max_new_tokens}; "
                          f"raise it for longer output")
-        if self.file is not None and total == 0:
-            console.info(f"nothing to do: every input already has a result in {self.file.path}")
 
     def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
+        self.results.close()

@@ -1,0 +1,61 @@
+"""Where a command's results go: text on stdout, JSON lines on stdout, or an --output file.
+
+Shared by every command so that each writes, flushes and resumes the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gptcli import console, textio
+
+
+class ResultSink:
+    """Writes one result at a time, in the order given, flushed at once.
+
+    With an --output file, results whose key is already in it (from an earlier,
+    interrupted run) are skipped: ``is_done`` tells the caller which inputs to
+    leave out, and ``emit`` never writes a key twice.
+    """
+
+    def __init__(self, output: str | None, json_output: bool, key_fields: tuple[str, ...] = ("id",)):
+        self.json_output = json_output
+        self.key_fields = key_fields
+        self.file = textio.open_result_file(output, key_fields) if output else None
+        if self.file is not None and self.file.dropped_torn_line:
+            console.warn(f"{output}: dropped a torn last line left by an interrupted run")
+        if self.file is not None and self.file.done:
+            console.info(f"resuming: {len(self.file.done)} results already in {output}")
+
+    def is_done(self, key: tuple) -> bool:
+        return self.file is not None and key in self.file.done
+
+    def emit(self, record: dict[str, Any], text: str) -> None:
+        """Write ``record`` (to the file, or as JSON) or else ``text`` as one line of stdout."""
+        if self.file is not None:
+            key = tuple(record.get(name) for name in self.key_fields)
+            if key not in self.file.done:
+                self.file.write(record)
+                self.file.done.add(key)
+        elif self.json_output:
+            textio.write_json_line(record)
+        else:
+            textio.write_stdout(text + "\n")
+
+    def stream(self, text: str) -> None:
+        """Text of a result still being made (single prompt streaming)."""
+        textio.write_stdout(text)
+
+    @property
+    def writes_stdout(self) -> bool:
+        return self.file is None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+
+    def __enter__(self) -> "ResultSink":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
