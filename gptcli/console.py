@@ -67,7 +67,9 @@ class Progress:
                                        TextColumn, TimeRemainingColumn)
 
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                     TimeRemainingColumn(), console=_console(), transient=True)
+                                     TimeRemainingColumn(), console=_console(), transient=True,
+                                     # rich would otherwise capture stdout and print results on stderr
+                                     redirect_stdout=False, redirect_stderr=False)
             self._task = self._bar.add_task(description, total=total)
 
     def advance(self, steps: int = 1) -> None:
