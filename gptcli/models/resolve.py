@@ -124,11 +124,21 @@ def hub_cache_folder(hub_id: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(hub_id, local_files_only=True))
+        folder = Path(snapshot_download(hub_id, local_files_only=True, cache_dir=_hub_cache_dir()))
     except Exception:  # not cached, or a partial snapshot: any failure means "not usable offline"
         return None
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
     return folder if (folder / "config.json").is_file() and has_weights else None
+
+
+def _hub_cache_dir() -> str:
+    """The HF hub cache, read from the environment now (huggingface_hub reads it once, at import)."""
+    explicit = os.environ.get("HF_HUB_CACHE")
+    if explicit:
+        return explicit
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface")
+    return os.path.join(home, "hub")
 
 
 def packaged_default_gguf() -> Path | None:
