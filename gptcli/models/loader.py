@@ -6,6 +6,7 @@ Every command calls ``load_model``; it is the only place in gptcli that calls
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,9 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
 
 def _import_quietly() -> None:
     """Import the model stack, and keep its progress bars and advice off our stderr."""
+    # transformers' GGUF reader draws a raw tqdm bar, which only this variable silences, and
+    # tqdm reads it once, at import: set it before the first import of the stack.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     import huggingface_hub
     import transformers
     import transformers.modeling_utils  # noqa: F401  (pays transformers' lazy imports here, not in the load)

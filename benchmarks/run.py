@@ -1,0 +1,119 @@
+"""gptcli against plain transformers on the default model: startup, load, decode, batch.
+
+Run by hand (``python benchmarks/run.py [--quick]``); prints a table and writes
+``benchmarks/results/latest.json``. Each figure is the median of repeated runs;
+each speed comes with its ratio to the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+GPTCLI = [str(Path(sys.executable).parent / "gptcli")]
+PROMPT = "Write a short story about a lighthouse keeper."
+
+
+def timed(command: list[str], env=None, stdin=None) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, input=stdin)
+    return time.perf_counter() - started
+
+
+def median_of(runs: int, fn) -> float:
+    return statistics.median(fn() for _ in range(runs))
+
+
+def bench_help(runs: int) -> dict:
+    return {"help_s": median_of(runs, lambda: timed(GPTCLI + ["--help"])),
+            "generate_help_s": median_of(runs, lambda: timed(GPTCLI + ["generate", "--help"]))}
+
+
+def bench_conversion() -> dict:
+    """First run on an empty cache: convert the GGUF, then answer."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, GPTCLI_CACHE=cache)
+        seconds = timed(GPTCLI + ["generate", "hi", "--max-new-tokens", "1"], env=env)
+    return {"first_run_with_conversion_s": seconds}
+
+
+def bench_warm_process(runs: int) -> dict:
+    """Whole process, warm cache, one token: what a shell user waits for the first word."""
+    timed(GPTCLI + ["generate", "hi", "--max-new-tokens", "1"])  # make sure the cache exists
+    return {"warm_process_first_token_s": median_of(runs, lambda: timed(GPTCLI + ["generate", "hi", "--max-new-tokens", "1"]))}
+
+
+def bench_in_process(runs: int, new_tokens: int) -> dict:
+    """Load time and single-stream decode: gptcli's loop vs plain model.generate, same dtype and prompt."""
+    import torch
+
+    from gptcli.models import LoadOptions, load_model
+    from gptcli.models.kinds import CAUSAL_LM
+    from gptcli.services import generate as gen
+    from gptcli.services.prompting import Fitted, Prompt, encode_prompt
+
+    loads = []
+    for _ in range(runs):
+        lm = load_model(LoadOptions(None), accept=(CAUSAL_LM,), command="bench")
+        loads.append(lm.load_seconds)
+    ids = encode_prompt(lm.tokenizer, Prompt(text=PROMPT))
+    params = gen.GenerationParams()
+
+    def ours() -> float:
+        stats = gen.GenerationStats()
+        list(gen.generate(lm, [Fitted(ids, new_tokens)], params, stats=stats))
+        return stats.generated_tokens / stats.decode_seconds
+
+    def plain() -> float:
+        inputs = torch.tensor([ids])
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
+                                    do_sample=False)
+        return (out.shape[1] - len(ids)) / (time.perf_counter() - started)
+
+    ours(), plain()  # warm-up
+    ours_tps = median_of(runs, ours)
+    plain_tps = median_of(runs, plain)
+    return {"warm_load_s": statistics.median(loads), "decode_tok_s": ours_tps, "plain_generate_tok_s": plain_tps,
+            "decode_ratio": ours_tps / plain_tps, "dtype": lm.placement.dtype_name}
+
+
+def environment() -> dict:
+    import torch
+    import transformers
+
+    return {"date": time.strftime("%Y-%m-%d"), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--skip-conversion", action="store_true")
+    args = parser.parse_args()
+    results = {"environment": environment()}
+    results.update(bench_help(args.runs + 2))
+    if not args.skip_conversion:
+        results.update(bench_conversion())
+    results.update(bench_warm_process(args.runs))
+    results.update(bench_in_process(args.runs, args.new_tokens))
+    for key, value in results.items():
+        print(f"{key:32} {value if isinstance(value, (dict, str)) else round(value, 3)}")
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
