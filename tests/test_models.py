@@ -25,7 +25,7 @@ def test_local_folder_loads_with_requested_dtype(tiny_llama):
 
 
 def test_auto_dtype_on_cpu_follows_native_bf16():
-    placement = choose_placement("auto", "auto")
+    placement = choose_placement("cpu", "auto")
     assert placement.device == "cpu"
     assert placement.dtype_name == ("bfloat16" if cpu_has_native_bf16() else "float32")
     assert "native bf16" in placement.reason
@@ -125,5 +125,5 @@ def test_truncated_gguf_is_a_clear_input_error(tmp_path):
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 20)
     with pytest.raises(InputError, match="cannot read this GGUF file"):
         _load(bad)
-    leftovers = list(Path(convert.cache_dir(), "models").glob(f".tmp-broken*"))
+    leftovers = list(Path(convert.cache_dir(), "models").glob(".tmp-broken*"))
     assert leftovers == []

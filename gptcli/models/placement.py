@@ -49,11 +49,22 @@ def _choose_device(device: str) -> tuple[str, str]:
         return "cpu", "device cpu (no GPU found)"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {device}: no CUDA GPU is visible here; use --device cpu or auto")
+    if device.startswith("cuda:"):
+        _check_cuda_index(device, torch.cuda.device_count())
     if device == "mps" and not torch.backends.mps.is_available():
         raise UsageError("--device mps: MPS is not available here; use --device cpu or auto")
     if not (device == "cpu" or device == "mps" or device.startswith("cuda")):
         raise UsageError(f"unknown --device {device!r}; choose {DEVICES_HELP}")
     return device, f"device {device} as asked"
+
+
+def _check_cuda_index(device: str, count: int) -> None:
+    index = device.split(":", 1)[1]
+    if not index.isdigit():
+        raise UsageError(f"unknown --device {device!r}; choose {DEVICES_HELP}")
+    if int(index) >= count:
+        raise UsageError(f"--device {device}: this machine has {count} CUDA GPU(s), numbered from 0; "
+                         f"use --device cuda:0 or cuda")
 
 
 def _auto_dtype(device: str) -> tuple[str, str]:
