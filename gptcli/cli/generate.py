@@ -161,11 +161,8 @@ class _Run:
         clock = common.RunClock()
         sink = _Sink(self.output, self.json_output, self.params.num_samples)
         try:
-            todo = [item for item in items if not sink.is_done(item.id)]
+            todo = common.pending(items, sink.is_done, "input")
             if not todo:
-                from gptcli import console
-
-                console.info("nothing to do: every input already has a result in the --output file")
                 return
             lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate")
             self._generate(lm, todo, sink, clock)

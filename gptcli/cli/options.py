@@ -20,6 +20,10 @@ class Truncate(str, Enum):
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=MODEL_PANEL,
     help="Model: a local folder, a .gguf file, a hub id (owner/name), or the alias smollm2 (default).")]
+ClassifyModel = Annotated[Optional[str], typer.Option(
+    "--model", "-m", rich_help_panel=MODEL_PANEL,
+    help="Model: a local folder, a .gguf file, a hub id, or an alias: minilm (all-MiniLM-L6-v2, the default "
+         "here) or smollm2.")]
 Adapter = Annotated[Optional[str], typer.Option(
     rich_help_panel=MODEL_PANEL, help="A LoRA adapter folder (as written by `gptcli finetune`) to apply.")]
 Device = Annotated[str, typer.Option(

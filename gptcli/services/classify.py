@@ -1,0 +1,205 @@
+"""Classify texts into labels with any kind of model: streamed, batched, in input order.
+
+Each model kind has a scorer (``classify_lm`` for causal LMs, ``classify_encoders``
+for sequence classifiers, NLI models and embedding models). A scorer turns a batch
+of texts into one *evidence* value per label, where 0 means "no evidence either
+way"; this module turns evidence into scores (softmax for one label per text,
+sigmoid for ``multi_label``) and picks the labels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+from gptcli.errors import InputError, UsageError
+
+DEFAULT_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class ClassifyParams:
+    """How to classify. Empty ``labels``: a sequence classifier's own labels.
+
+    ``batch_size`` counts sequences per forward pass (a causal LM or NLI model runs
+    one sequence per text and label). The templates are for the kinds that use them:
+    ``prompt`` (causal LM, with ``{labels}`` and ``{text}``), ``hypothesis_template``
+    (NLI) and ``label_template`` (embedding), each with ``{}`` for the label.
+    """
+
+    labels: tuple[str, ...] = ()
+    multi_label: bool = False
+    threshold: float = DEFAULT_THRESHOLD
+    batch_size: int = 16
+    calibrate: bool | None = None  # None: each kind's measured default (see the scorers)
+    prompt: str | None = None
+    answer_prefix: str | None = None
+    hypothesis_template: str = "This example is {}."
+    label_template: str | None = None
+    temperature: float | None = None  # None: the scorer's own (see each scorer)
+
+
+@dataclass
+class Classification:
+    """The result for input ``index``: every label's score and the labels chosen."""
+
+    index: int
+    labels: tuple[str, ...]
+    scores: dict[str, float]
+    multi_label: bool = False
+    tokens: int = 0
+
+    @property
+    def label(self) -> str | None:
+        """The best label (single-label), or the first chosen one; None when none passed."""
+        return self.labels[0] if self.labels else None
+
+    def to_dict(self) -> dict:
+        result: dict = {"label": self.label}
+        if self.multi_label:
+            result["labels"] = list(self.labels)
+        result["scores"] = {name: round(score, 6) for name, score in self.scores.items()}
+        return result
+
+
+class Scorer(Protocol):
+    """What every kind's scorer offers."""
+
+    labels: tuple[str, ...]
+    temperature: float
+
+    def evidence(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
+        """Per text, one evidence value per label; and the tokens each text used."""
+
+
+@dataclass
+class ClassifyStats:
+    """Filled in while classifying, for --stats."""
+
+    texts: int = 0
+    tokens: int = 0
+    sequences: int = field(default=0)
+
+
+def check_labels(labels: Sequence[str], where: str = "--labels") -> tuple[str, ...]:
+    """Labels stripped and checked: none blank, none repeated, at least two (one for multi-label).
+
+    Raises:
+        UsageError: naming the problem and the fix.
+    """
+    cleaned = tuple(label.strip() for label in labels)
+    if not any(cleaned):
+        raise UsageError(f"{where} is empty; give labels such as --labels positive,negative")
+    if any(not label for label in cleaned):
+        raise UsageError(f"{where} has a blank label; remove the empty item (e.g. a doubled or trailing comma)")
+    seen: set[str] = set()
+    for label in cleaned:
+        if label.casefold() in seen:
+            raise UsageError(f"{where} repeats the label {label!r}; give each label once")
+        seen.add(label.casefold())
+    return cleaned
+
+
+def check_params(params: ClassifyParams) -> None:
+    """Option values that make no sense whatever the model.
+
+    Raises:
+        UsageError: a threshold outside (0, 1), a template without its ``{}``, a bad batch size.
+    """
+    if not 0.0 < params.threshold < 1.0:
+        raise UsageError(f"--threshold must be between 0 and 1 (exclusive), got {params.threshold}")
+    if params.batch_size < 1:
+        raise UsageError(f"batch size must be at least 1, got {params.batch_size}")
+    if "{}" not in params.hypothesis_template:
+        raise UsageError("--hypothesis-template needs {} where the label goes, e.g. \"This example is {}.\"")
+    if params.label_template is not None and "{}" not in params.label_template:
+        raise UsageError("--label-template needs {} where the label goes, e.g. \"This text is about {}.\"")
+    if params.prompt is not None and "{text}" not in params.prompt:
+        raise UsageError("the prompt needs {text} where the text goes (and may use {labels})")
+
+
+def classify(lm, texts: Sequence[str], params: ClassifyParams,
+             stats: ClassifyStats | None = None) -> Iterator[Classification]:
+    """Classify ``texts`` with a loaded model of any supported kind; yield results in order.
+
+    Args:
+        lm: a LoadedModel (causal LM, sequence classifier or embedding model).
+        texts: non-empty texts.
+        params: labels, multi-label policy and templates.
+        stats: filled in as batches finish, when given.
+
+    Raises:
+        UsageError: labels missing or not allowed for this model.
+        InputError: an empty text, or one longer than the model's context.
+    """
+    check_params(params)
+    for index, text in enumerate(texts):
+        if not text.strip():
+            raise InputError(f"text {index + 1} is empty; every text to classify needs some words")
+    scorer = make_scorer(lm, params)
+    multi = params.multi_label or getattr(scorer, "multi_label", False)
+    step = max(1, params.batch_size // getattr(scorer, "rows_per_text", 1))
+    for start in range(0, len(texts), step):
+        batch = texts[start:start + step]
+        evidence, tokens = scorer.evidence(batch)
+        for offset, (row, used) in enumerate(zip(evidence, tokens)):
+            if stats is not None:
+                stats.texts += 1
+                stats.tokens += used
+            yield _decide(start + offset, scorer, row, multi, params, used)
+
+
+def make_scorer(lm, params: ClassifyParams) -> Scorer:
+    """The scorer for the loaded model's kind."""
+    from gptcli.models import kinds
+
+    if lm.kind == kinds.CAUSAL_LM:
+        from gptcli.services.classify_lm import LabelScorer
+
+        return LabelScorer(lm, _needed(params, lm), params)
+    from gptcli.services import classify_encoders as enc
+
+    if lm.kind == kinds.SEQUENCE_CLASSIFIER:
+        if enc.is_nli(lm.model.config):
+            return enc.NliScorer(lm, _needed(params, lm), params)
+        return enc.HeadScorer(lm, params)
+    if lm.kind == kinds.EMBEDDING:
+        return enc.EmbeddingScorer(lm, _needed(params, lm), params)
+    raise UsageError(f"{lm.name} is {kinds.KIND_NAMES.get(lm.kind, lm.kind)}; classify needs a causal LM, "
+                     f"a sequence classifier (or NLI model) or an embedding model")
+
+
+def _needed(params: ClassifyParams, lm) -> tuple[str, ...]:
+    if not params.labels:
+        raise UsageError(f"{lm.name} has no labels of its own; give them with --labels a,b,c or --labels-file")
+    return params.labels
+
+
+def _decide(index: int, scorer: Scorer, row: list[float], multi: bool, params: ClassifyParams,
+            tokens: int) -> Classification:
+    temperature = params.temperature or scorer.temperature
+    scaled = [value / temperature for value in row]
+    if multi:
+        probabilities = [_sigmoid(value) for value in scaled]
+        chosen = sorted((p, i) for i, p in enumerate(probabilities) if p >= params.threshold)
+        picked = tuple(scorer.labels[i] for _p, i in reversed(chosen))
+    else:
+        probabilities = softmax(scaled)
+        picked = (scorer.labels[max(range(len(row)), key=probabilities.__getitem__)],)
+    scores = dict(zip(scorer.labels, probabilities))
+    return Classification(index, picked, scores, multi, tokens)
+
+
+def softmax(values: Sequence[float]) -> list[float]:
+    top = max(values)
+    exps = [math.exp(value - top) for value in values]
+    total = sum(exps)
+    return [value / total for value in exps]
+
+
+def _sigmoid(value: float) -> float:
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)

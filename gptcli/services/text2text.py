@@ -1,0 +1,116 @@
+"""Text in, text out, in batches: the model call shared by summarize and translate.
+
+A causal LM gets each request as a chat message and runs through the one decode
+loop in ``services.generate``; an encoder-decoder model runs ``model.generate``
+(transformers 5 has no summarization/translation pipelines to do it for us).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from gptcli.services.prompting import Prompt, encode_prompt, fit_to_context
+
+
+@dataclass(frozen=True)
+class Request:
+    """One model call: the text the model reads, and how many tokens it may write."""
+
+    text: str
+    max_new_tokens: int
+
+
+@dataclass
+class Output:
+    text: str
+    input_tokens: int
+    generated_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunStats:
+    """Filled in while running, for --stats."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, outputs: list[Output], seconds: float) -> None:
+        self.calls += len(outputs)
+        self.input_tokens += sum(o.input_tokens for o in outputs)
+        self.generated_tokens += sum(o.generated_tokens for o in outputs)
+        self.seconds += seconds
+
+
+@dataclass
+class Runner:
+    """Runs requests on one loaded model, ``batch_size`` at a time, results in request order.
+
+    ``generate_kwargs`` go to seq2seq ``model.generate`` (e.g. ``forced_bos_token_id``).
+    """
+
+    lm: Any
+    batch_size: int = 8
+    generate_kwargs: dict = field(default_factory=dict)
+    stats: RunStats = field(default_factory=RunStats)
+
+    @property
+    def is_causal(self) -> bool:
+        from gptcli.models.kinds import CAUSAL_LM
+
+        return self.lm.kind == CAUSAL_LM
+
+    def encode(self, text: str) -> list[int]:
+        """The token ids the model reads for ``text`` (chat template or special tokens included)."""
+        if self.is_causal:
+            return encode_prompt(self.lm.tokenizer, Prompt(text=text))
+        return list(self.lm.tokenizer(text)["input_ids"])
+
+    def run(self, requests: list[Request]) -> list[Output]:
+        started = time.perf_counter()
+        outputs = self._run_causal(requests) if self.is_causal else self._run_seq2seq(requests)
+        self.stats.add(outputs, time.perf_counter() - started)
+        return outputs
+
+    def _run_causal(self, requests: list[Request]) -> list[Output]:
+        from gptcli.services.generate import GenerationParams, generate
+
+        fitted = [fit_to_context(self.encode(r.text), self.lm.context_length, r.max_new_tokens, None,
+                                 "a request") for r in requests]
+        params = GenerationParams(batch_size=self.batch_size)
+        return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens)
+                for c in generate(self.lm, fitted, params)]
+
+    def _run_seq2seq(self, requests: list[Request]) -> list[Output]:
+        # Sorted by length so each batch pads little; put back in request order at the end.
+        order = sorted(range(len(requests)), key=lambda i: -len(requests[i].text))
+        results: dict[int, Output] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            for index, output in zip(batch, self._seq2seq_batch([requests[i] for i in batch])):
+                results[index] = output
+        return [results[i] for i in range(len(requests))]
+
+    def _seq2seq_batch(self, requests: list[Request]) -> list[Output]:
+        import torch
+
+        tokenizer, model = self.lm.tokenizer, self.lm.model
+        encoded = tokenizer([r.text for r in requests], return_tensors="pt", padding=True)
+        encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            out = model.generate(**encoded, max_new_tokens=max(r.max_new_tokens for r in requests),
+                                 **self.generate_kwargs)
+        lengths = encoded["attention_mask"].sum(dim=1).tolist()
+        # Row 0 is the decoder start token; a forced target-language token follows it. Drop both by
+        # position: transformers 5 does not always mark M2M100's language tokens as special.
+        start = 1 + ("forced_bos_token_id" in self.generate_kwargs)
+        texts = tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)
+        pad = tokenizer.pad_token_id
+        generated = [int((row[1:] != pad).sum()) for row in out]
+        return [Output(text.strip(), int(n), g) for text, n, g in zip(texts, lengths, generated)]

@@ -1,0 +1,138 @@
+"""Translation, line-true: N lines in, N lines out, blank lines kept blank.
+
+Each non-blank line is one unit. A line longer than the model can take at once
+(or than a segment should be) is split into sentences (then words, then tokens)
+that fit, the segments of many lines are translated together in batches, and
+each line's segments are joined back into one output line. Nothing is cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Iterator
+
+from gptcli.errors import InputError
+from gptcli.services import chunking
+from gptcli.services.languages import Route, language_name, plan_route
+from gptcli.services.text2text import Request, Runner, RunStats
+
+SEGMENT_TOKENS = 256  # the longest segment sent at once: translation models are trained on sentences
+LINES_PER_WINDOW = 64  # lines gathered before their segments are batched (output flows per window)
+MIN_SEGMENT_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class TranslateParams:
+    target: str
+    source: str | None = None
+    batch_size: int = 8
+    max_new_tokens: int | None = None  # per segment; None: twice its length plus a margin
+    segment_tokens: int = SEGMENT_TOKENS
+
+
+@dataclass
+class Translation:
+    """The translation of input line ``index`` (empty for a blank line)."""
+
+    index: int
+    text: str
+    segments: int
+    input_tokens: int
+    generated_tokens: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One model call's worth of a line, for tracing: what the model read and wrote."""
+
+    line: int
+    source: str
+    request: str
+    output: str
+
+
+@dataclass
+class Translator:
+    """A loaded model with its route for one pair: call ``translate`` with lines."""
+
+    lm: object
+    route: Route
+    params: TranslateParams
+    stats: RunStats = field(default_factory=RunStats)
+    trace: Callable[[Segment], None] | None = None
+
+    def translate(self, lines: Iterable[str]) -> Iterator[Translation]:
+        """Translations of ``lines`` in order, one per line (blank for blank)."""
+        runner = Runner(self.lm, self.params.batch_size, self.route.generate_kwargs, self.stats)
+        budget = self.segment_budget()
+        counter = chunking.TokenCounter(self.lm.tokenizer)
+        window: list[tuple[int, str]] = []
+        for index, line in enumerate(lines):
+            window.append((index, line))
+            if len(window) >= LINES_PER_WINDOW:
+                yield from self._window(window, runner, budget, counter)
+                window = []
+        if window:
+            yield from self._window(window, runner, budget, counter)
+
+    def segment_budget(self) -> int:
+        """The most source tokens in one segment: what fits with the prompt and the output."""
+        context = self.lm.context_length
+        budget = self.params.segment_tokens
+        if context is None:
+            return budget
+        overhead = len(Runner(self.lm).encode(self._request_text("")))
+        room = context - overhead
+        if Runner(self.lm).is_causal:  # the output shares the context: keep room for ~2x the input
+            room = (room - 16) // 3
+        if room < MIN_SEGMENT_TOKENS:
+            raise InputError(f"{self.lm.name}'s context of {context} tokens leaves no room to translate "
+                             f"after the {overhead}-token prompt; use a model with a longer context")
+        return min(budget, room)
+
+    def _window(self, window, runner: Runner, budget: int, counter) -> Iterator[Translation]:
+        pieces = {index: chunking.split_to_fit(line, budget, counter) for index, line in window}
+        flat = [(index, piece) for index, _line in window for piece in pieces[index]]
+        requests = [Request(self._request_text(piece), self._max_new(counter.count(piece)))
+                    for _index, piece in flat]
+        outputs = runner.run(requests) if requests else []
+        by_line: dict[int, list] = {index: [] for index, _line in window}
+        for (index, piece), request, output in zip(flat, requests, outputs):
+            by_line[index].append(output)
+            if self.trace is not None:
+                self.trace(Segment(index, piece, request.text, output.text))
+        for index, _line in window:
+            outs = by_line[index]
+            text = chunking.rejoin([_one_line(o.text) for o in outs])
+            yield Translation(index, text, len(outs), sum(o.input_tokens for o in outs),
+                              sum(o.generated_tokens for o in outs))
+
+    def _request_text(self, piece: str) -> str:
+        if self.route.family != "causal-lm":
+            return self.route.prefix + piece
+        target = language_name(self.route.target)
+        source = f" from {language_name(self.route.source)}" if self.route.source else ""
+        return (f"Translate the following text{source} into {target}. "
+                f"Reply with the {target} translation only.\n\n{piece}")
+
+    def _max_new(self, source_tokens: int) -> int:
+        if self.params.max_new_tokens is not None:
+            return self.params.max_new_tokens
+        return 2 * source_tokens + 16
+
+
+def _one_line(text: str) -> str:
+    """A segment holds no newline, so its translation must not either: keep the lines aligned."""
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def make_translator(lm, params: TranslateParams, trace: Callable[[Segment], None] | None = None) -> Translator:
+    """A Translator for ``lm`` and the pair in ``params``.
+
+    Raises:
+        InputError: the model cannot translate the pair, needs --from, or is not a translation model.
+    """
+    return Translator(lm, plan_route(lm, params.target, params.source), params, trace=trace)
