@@ -72,9 +72,11 @@ class Progress:
                                      redirect_stdout=False, redirect_stderr=False)
             self._task = self._bar.add_task(description, total=total)
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: int = 1, description: str | None = None) -> None:
+        """Move the bar on; ``description`` replaces the text before it (e.g. the latest loss)."""
         if self._bar is not None:
-            self._bar.advance(self._task, steps)
+            self._bar.update(self._task, advance=steps,
+                             **({"description": description} if description is not None else {}))
 
     def __enter__(self) -> "Progress":
         if self._bar is not None:

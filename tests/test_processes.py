@@ -75,14 +75,12 @@ def test_no_color_and_no_progress_codes_when_stderr_is_not_a_terminal(tiny_llama
     assert "\x1b[" not in result.stderr and "\r" not in result.stderr
 
 
-def test_progress_is_drawn_when_stderr_is_a_terminal(tiny_llama, tmp_path):
+def _run_on_a_terminal(cmd: list[str]) -> tuple[int, bytes, bytes]:
+    """Run with stderr on a pseudo-terminal; return the exit code, what the terminal showed, and stdout."""
     import os
     import pty
 
-    (tmp_path / "p.txt").write_text("".join(f"line {i}\n" for i in range(12)))
     leader, follower = pty.openpty()
-    cmd = gptcli_command() + ["generate", "--input", str(tmp_path / "p.txt"), "-m", str(tiny_llama),
-                              "--max-new-tokens", "20", "--batch-size", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=follower, env=dict(os.environ, TERM="xterm"))
     os.close(follower)
     seen = b""
@@ -95,6 +93,27 @@ def test_progress_is_drawn_when_stderr_is_a_terminal(tiny_llama, tmp_path):
             break
         seen += chunk
     stdout = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0
+    return proc.returncode, seen, stdout
+
+
+def test_progress_is_drawn_when_stderr_is_a_terminal(tiny_llama, tmp_path):
+    (tmp_path / "p.txt").write_text("".join(f"line {i}\n" for i in range(12)))
+    code, seen, stdout = _run_on_a_terminal(gptcli_command() + [
+        "generate", "--input", str(tmp_path / "p.txt"), "-m", str(tiny_llama), "--max-new-tokens", "20",
+        "--batch-size", "1"])
+    assert code == 0
     assert b"generating" in seen and b"/12" in seen  # the bar, with its count, on the terminal
     assert stdout.decode().count("\n") == 12 and b"generating" not in stdout
+
+
+def test_finetune_bar_shows_loss_and_speed_on_a_terminal(tiny_gpt2, tmp_path):
+    import json
+
+    rows = "".join(json.dumps({"prompt": "what is the cat?\n", "completion": "the cat is small."}) + "\n"
+                   for _ in range(16))
+    (tmp_path / "d.jsonl").write_text(rows)
+    code, seen, _stdout = _run_on_a_terminal(gptcli_command() + [
+        "finetune", "--data", str(tmp_path / "d.jsonl"), "-m", str(tiny_gpt2), "-o", str(tmp_path / "out"),
+        "--max-steps", "6", "--eval-fraction", "0", "--batch-size", "4"])
+    assert code == 0
+    assert b"/6" in seen and b"tok/s" in seen and b"loss " in seen

@@ -40,11 +40,13 @@ def _root(
 def _register() -> None:
     from gptcli.cli import generate
     from gptcli.cli import classify
+    from gptcli.cli import finetune
     from gptcli.cli import summarize
     from gptcli.cli import translate
 
     app.command(name="generate", no_args_is_help=False)(generate.generate)
     app.command(name="classify", no_args_is_help=False)(classify.classify)
+    app.command(name="finetune")(finetune.finetune)
     app.command(name="summarize", no_args_is_help=False)(summarize.summarize)
     app.command(name="translate", no_args_is_help=False)(translate.translate)
 

@@ -26,6 +26,10 @@ class LoadOptions:
     dtype: str = "auto"
     trust_remote_code: bool = False
     adapter: str | None = None
+    # For `gptcli finetune`: load with a fresh classification head over these labels
+    # (AutoModelForSequenceClassification), and/or quantized to 4 bits (QLoRA, CUDA only).
+    class_labels: tuple[str, ...] | None = None
+    load_in_4bit: bool = False
 
 
 @dataclass
@@ -86,7 +90,8 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
         raise InputError(f"{source.spec} is {kinds.KIND_NAMES[kind]}; `gptcli {command}` needs {wanted}")
     with console.status(f"Loading {source.describe()} ..."):
         tokenizer = _load_tokenizer(location, extra, options, source)
-        model = _load_weights(kinds.auto_class(kind), location, extra, options, placement, source)
+        auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind)
+        model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
             model = _attach_adapter(model, adapter)
     model.eval()
@@ -146,6 +151,7 @@ def _load_tokenizer(location: str, extra: dict, options: LoadOptions, source: Mo
 def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, placement: Placement,
                   source: ModelSource):
     kwargs: dict[str, Any] = {"dtype": placement.dtype, "trust_remote_code": options.trust_remote_code}
+    kwargs.update(_training_kwargs(options))
     if placement.device.startswith("cuda"):
         # accelerate places the weights: spread over all GPUs for "cuda", or onto the one named.
         kwargs["device_map"] = "auto" if placement.device == "cuda" else placement.device
@@ -156,6 +162,23 @@ def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, pl
     if "device_map" not in kwargs and placement.device != "cpu":
         model = model.to(placement.device)
     return model
+
+
+def _training_kwargs(options: LoadOptions) -> dict[str, Any]:
+    """from_pretrained arguments for a new classification head or 4-bit weights (finetune only)."""
+    kwargs: dict[str, Any] = {}
+    if options.class_labels:
+        labels = list(options.class_labels)
+        # The base may have no head or one for other labels: a fresh head replaces it.
+        kwargs.update(num_labels=len(labels), id2label=dict(enumerate(labels)),
+                      label2id={name: i for i, name in enumerate(labels)}, ignore_mismatched_sizes=True)
+    if options.load_in_4bit:
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+    return kwargs
 
 
 def _attach_adapter(model, adapter: str):

@@ -1,0 +1,109 @@
+"""What a run leaves to read: loss.png (train and eval loss by step) and a README.md model card.
+
+metrics.jsonl itself is written as training goes (``loop._MetricsFile``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from gptcli.finetune.config import TrainConfig
+
+
+def read_metrics(out: Path) -> list[dict]:
+    path = out / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def write_report(out: Path, config: TrainConfig, lm, prepared, summary) -> None:
+    records = read_metrics(out)
+    plot_losses(records, out / "loss.png")
+    (out / "README.md").write_text(model_card(config, lm, prepared, summary), encoding="utf-8")
+
+
+def plot_losses(records: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed, and none opened
+    import matplotlib.pyplot as plt
+
+    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    figure, axes = plt.subplots(figsize=(7, 4))
+    if train:
+        axes.plot(*zip(*train), label="train loss", linewidth=1)
+    if evals:
+        axes.plot(*zip(*evals), "o-", label="eval loss")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def model_card(config: TrainConfig, lm, prepared, summary) -> str:
+    from gptcli.finetune.save import base_spec
+
+    lines = [f"# Fine-tuned from {base_spec(config)}", "",
+             f"Made with `gptcli finetune` ({_method(config)}), {summary.steps} steps of {summary.total_steps}"
+             f"{' (stopped early)' if summary.stopped_early else ''} in {summary.seconds:.0f} s "
+             f"({summary.tokens / max(summary.seconds, 1e-9):.0f} tokens/s).", "",
+             "## Data", "",
+             f"- training: `{config.data}`, {len(prepared.train)} rows ({prepared.train[0].format} format)",
+             f"- eval: {_eval_source(config, prepared)}", ""]
+    lines += _results(summary) + _usage(config) + ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in config.to_dict().items() if key not in ("data", "output")]
+    return "\n".join(lines) + "\n"
+
+
+def _method(config: TrainConfig) -> str:
+    if config.method == "lora":
+        return (f"LoRA r={config.lora_r}, alpha={config.lora_alpha}, dropout={config.lora_dropout}"
+                f"{', 4-bit base (QLoRA)' if config.load_in_4bit else ''}")
+    return "full fine-tuning"
+
+
+def _eval_source(config: TrainConfig, prepared) -> str:
+    if config.eval_data:
+        return f"`{config.eval_data}`, {len(prepared.eval)} rows"
+    if prepared.eval:
+        return f"{len(prepared.eval)} rows held out of the training file (seed {config.seed})"
+    return "none (too few rows for a held-out split; give --eval-data or --eval-fraction)"
+
+
+def _results(summary) -> list[str]:
+    lines = ["## Results", ""]
+    if summary.best_eval is None:
+        return lines + ["No eval set: the output holds the weights of the last step.", ""]
+    best = summary.best_eval
+    lines.append(f"The output holds the weights of step {summary.best_step}, the best eval loss.")
+    lines.append("")
+    lines.append("| | eval loss | perplexity | accuracy |")
+    lines.append("|---|---|---|---|")
+    if summary.first_eval:
+        lines.append(_row("before training", summary.first_eval))
+    lines.append(_row(f"best (step {summary.best_step})", best))
+    return lines + [""]
+
+
+def _row(name: str, result: dict) -> str:
+    accuracy = result.get("eval_accuracy")
+    perplexity = result["eval_perplexity"]
+    return (f"| {name} | {result['eval_loss']:.4f} | {perplexity:.2f} | "
+            f"{'' if accuracy is None else f'{accuracy:.3f}'} |") if math.isfinite(perplexity) else f"| {name} | - | - | |"
+
+
+def _usage(config: TrainConfig) -> list[str]:
+    command = "classify" if config.task == "classify" else "generate"
+    lines = ["## Use", "", "```sh"]
+    if config.merge or config.method == "full":
+        lines.append(f"gptcli {command} --model {config.output} ...")
+    if config.method == "lora":
+        lines.append(f"gptcli {command} --model {config.model or 'smollm2'} --adapter {config.output}/adapter ...")
+    return lines + ["```"]

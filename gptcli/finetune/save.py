@@ -1,0 +1,97 @@
+"""The output folder: best weights (adapter and/or merged model), tokenizer, config, report.
+
+Everything here runs in the main process only, after training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gptcli import console
+from gptcli.finetune import checkpoint, report
+from gptcli.finetune.config import TrainConfig
+
+
+def save_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path) -> None:
+    """Write the best weights and everything that describes them into ``out``."""
+    model = trainer.unwrapped()
+    if summary.best_step is not None:
+        checkpoint.load_best(out, model)  # the output holds the best eval, not the last step
+    dtype = _saved_dtype(lm)
+    if config.method == "lora":
+        _save_adapter(model, lm, config, out / "adapter")
+        if config.merge and config.load_in_4bit:
+            _save_model(_merged_into_full_base(config, out / "adapter"), lm.tokenizer, dtype, out)
+        elif config.merge:
+            _save_model(model.merge_and_unload(), lm.tokenizer, dtype, out)
+    else:
+        _save_model(model, lm.tokenizer, dtype, out)
+    _save_config(config, out)
+    report.write_report(out, config, lm, prepared, summary)
+    console.info(f"saved to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.name != "checkpoints")))
+
+
+def base_spec(config: TrainConfig) -> str:
+    """How later commands find the base model again: an alias or hub id as given, a path made absolute."""
+    from gptcli.models.resolve import DEFAULT_ALIAS
+
+    if config.model is None:
+        return DEFAULT_ALIAS
+    path = Path(config.model).expanduser()
+    return str(path.resolve()) if path.exists() else config.model
+
+
+def _save_adapter(model, lm, config: TrainConfig, folder: Path) -> None:
+    model.save_pretrained(str(folder))
+    lm.tokenizer.save_pretrained(str(folder))
+    # Point the adapter at the base as the user named it (peft wrote the converted cache folder),
+    # so `--model OUT/adapter` finds it again. Set after saving: peft would try to read it as a folder.
+    path = folder / "adapter_config.json"
+    adapter_config = json.loads(path.read_text(encoding="utf-8"))
+    adapter_config["base_model_name_or_path"] = base_spec(config)
+    path.write_text(json.dumps(adapter_config, indent=2), encoding="utf-8")
+
+
+def _merged_into_full_base(config: TrainConfig, adapter: Path):
+    """QLoRA: the adapter merged into the base loaded again unquantized (merging into 4-bit
+    weights would round the update away), so the output is a plain model like any other."""
+    from peft import PeftModel
+
+    from gptcli.models import load_model
+    from gptcli.models.kinds import CAUSAL_LM
+    from gptcli.models.loader import LoadOptions
+
+    console.info("merging the adapter into the unquantized base model")
+    base = load_model(LoadOptions(config.model, device="cpu", dtype="float32",
+                                  trust_remote_code=config.trust_remote_code),
+                      accept=(CAUSAL_LM,), command="finetune")
+    return PeftModel.from_pretrained(base.model, str(adapter)).merge_and_unload()
+
+
+def _save_model(model, tokenizer, dtype, out: Path) -> None:
+    model.config.use_cache = True  # training switched it off; generation wants it back
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+
+
+def _saved_dtype(lm):
+    """The dtype the base was stored in (training ran in float32); None keeps float32."""
+    import torch
+
+    config_file = Path(str(getattr(lm.model, "name_or_path", ""))) / "config.json"
+    try:
+        stored = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = stored.get("dtype") or stored.get("torch_dtype")
+    return getattr(torch, name, None) if name in ("float32", "bfloat16", "float16") else None
+
+
+def _save_config(config: TrainConfig, out: Path) -> None:
+    import yaml
+
+    text = "# the effective settings of this run: rerun with `gptcli finetune --config config.yaml`\n"
+    (out / "config.yaml").write_text(text + yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,85 @@
+"""Resume and processes: a SIGKILLed run resumed ends with the same per-step losses; Ctrl-C saves;
+two CPU processes (gloo) train end to end. These run the real entry point in subprocesses."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import gptcli_command
+from tests.finetune.conftest import metrics
+
+RUN = ("--max-steps", "24", "--batch-size", "4", "--max-length", "48", "--eval-every", "8", "--save-every", "4",
+       "--log-every", "4", "--learning-rate", "3e-3", "--lora-dropout", "0.1")
+
+
+def start(args, out):
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # the same thread count in every run: same float sums
+    return subprocess.Popen([*gptcli_command(), "finetune", *map(str, args), "-o", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path, process, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def step_losses(out):
+    return [(m["step"], m["loss"]) for m in metrics(out) if "loss" in m]
+
+
+def test_sigkill_then_resume_gives_the_same_losses(tiny_llama, chat_file, tmp_path):
+    args = ("--data", chat_file, "--model", tiny_llama, *RUN)
+    reference = start(args, tmp_path / "ref")
+    assert reference.wait(300) == 0, reference.communicate()[1]
+    killed = start(args, tmp_path / "run")
+    wait_for(tmp_path / "run" / "checkpoints" / "step-0000008", killed)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    assert not (tmp_path / "run" / "README.md").exists()  # it really died mid-run
+    resumed = start((*args, "--resume"), tmp_path / "run")
+    stderr = resumed.communicate(timeout=300)[1]
+    assert resumed.returncode == 0, stderr
+    assert "resuming from" in stderr
+    expected, got = step_losses(tmp_path / "ref"), step_losses(tmp_path / "run")
+    assert [s for s, _ in got] == list(range(1, 25))
+    assert [loss for _, loss in got] == pytest.approx([loss for _, loss in expected], rel=1e-6)
+    assert [m["eval_loss"] for m in metrics(tmp_path / "run") if "eval_loss" in m] == \
+        pytest.approx([m["eval_loss"] for m in metrics(tmp_path / "ref") if "eval_loss" in m], rel=1e-6)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tiny_llama, chat_file, tmp_path):
+    out = tmp_path / "run"
+    process = start(("--data", chat_file, "--model", tiny_llama, *RUN[:-6], "--save-every", "100",
+                     "--max-steps", "400"), out)
+    wait_for(out / "metrics.jsonl", process)
+    while len((out / "metrics.jsonl").read_text().splitlines()) < 3:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 130, stderr
+    assert "checkpoint saved at step" in stderr and "--resume" in stderr
+    assert len(list((out / "checkpoints").glob("step-*"))) == 1
+
+
+def test_two_cpu_processes_train_end_to_end(tiny_llama, chat_file, tmp_path):
+    out = tmp_path / "ddp"
+    process = start(("--data", chat_file, "--model", tiny_llama, "--num-processes", "2", "--max-steps", "6",
+                     "--batch-size", "2", "--max-length", "48", "--eval-every", "3", "--learning-rate", "5e-3",
+                     "--device", "cpu"), out)
+    stderr = process.communicate(timeout=300)[1]
+    assert process.returncode == 0, stderr
+    assert "training in 2 processes (MULTI_CPU)" in stderr
+    records = metrics(out)
+    assert [m["step"] for m in records if "loss" in m] == list(range(1, 7))
+    assert records[3]["epoch"] > 0  # each step consumed 2 processes x 2 examples
+    assert (out / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
+    evals = [m["eval_loss"] for m in records if "eval_loss" in m]
+    assert evals[-1] < evals[0]
