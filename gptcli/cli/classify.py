@@ -52,6 +52,7 @@ def classify(
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
+    allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
     json_output: opt.JsonOutput = False,
     output: opt.OutputFile = None,
@@ -86,7 +87,7 @@ def classify(
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     _Run(params, batch_size == 0, json_output, output, stats).execute(
-        items, _load_options(model, device, dtype, trust_remote_code))
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
 def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:
@@ -103,14 +104,14 @@ def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]
     return ()
 
 
-def _load_options(model, device, dtype, trust_remote_code):
+def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
     from gptcli.models.loader import LoadOptions
     from gptcli.models.resolve import MINILM_ALIAS
 
     # classify's default is the packaged all-MiniLM-L6-v2, not the default causal LM: on our
     # labelled sets it scored 80.9% / 94.0% against SmolLM2's 83.2% / 64.5%, at a fraction of the
     # time (benchmarks/classify_accuracy.py, README "Classification accuracy").
-    return LoadOptions(model or MINILM_ALIAS, device, dtype, trust_remote_code)
+    return LoadOptions(model or MINILM_ALIAS, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
 
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:

@@ -72,6 +72,7 @@ def finetune(
     num_processes: Annotated[int, _opt(RUN, "Train in N processes (data parallel: GPUs, or CPU with gloo). "
                              "`accelerate launch -m gptcli finetune ...` also works.")] = D.num_processes,
     trust_remote_code: opt.TrustRemoteCode = D.trust_remote_code,
+    allow_pickle: opt.AllowPickle = D.allow_pickle,
 ) -> None:
     """Fine-tune a model on your data (LoRA or full), and write a model the other commands load.
 

@@ -32,6 +32,7 @@ def generate(
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
+    allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
     system: Annotated[Optional[str], typer.Option(rich_help_panel=opt.INPUT_PANEL,
                                                   help="A system prompt (chat models).")] = None,
@@ -80,7 +81,7 @@ def generate(
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
                json_output, output, stats)
-    run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code))
+    run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
 
 
 def _validate(params, max_new_tokens: int) -> None:
@@ -100,10 +101,10 @@ def _unescape(text: str) -> str:
     return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
 
 
-def _load_options(model, adapter, device, dtype, trust_remote_code):
+def _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code, adapter)
+    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
 
 
 def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:

@@ -35,6 +35,10 @@ TrustRemoteCode = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=MODEL_PANEL,
     help="Allow a model to run its own Python code. Off unless you trust the model.")]
 
+AllowPickle = Annotated[bool, typer.Option(
+    "--allow-pickle", rich_help_panel=MODEL_PANEL,
+    help="Load weights stored as pickle files (.bin, .pt), which can run code. Off: safetensors only.")]
+
 InputFile = Annotated[Optional[str], typer.Option(
     "--input", "-i", rich_help_panel=INPUT_PANEL,
     help="A batch file: .txt (one item per line, blank lines skipped) or .jsonl (records); - for stdin.")]

@@ -59,6 +59,7 @@ def summarize(
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
+    allow_pickle: opt.AllowPickle = False,
     input_file: Annotated[Optional[str], typer.Option(
         "--input", "-i", rich_help_panel=opt.INPUT_PANEL,
         help="Many documents: .jsonl records with a text field (other fields are carried), or .txt with "
@@ -87,13 +88,13 @@ def summarize(
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     _Run(params, batch_size == 0, input_file is not None, json_output, output, stats).execute(
-        items, _load_options(model, device, dtype, trust_remote_code))
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
-def _load_options(model, device, dtype, trust_remote_code):
+def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code)
+    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
 
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:

@@ -44,6 +44,7 @@ def translate(
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
+    allow_pickle: opt.AllowPickle = False,
     input_file: Annotated[Optional[str], typer.Option(
         "--input", "-i", rich_help_panel=opt.INPUT_PANEL,
         help="A batch file: .jsonl records with a text field (other fields are carried), or .txt "
@@ -73,13 +74,13 @@ def translate(
     params = TranslateParams(to, source, batch_size or 1, max_new_tokens)
     items = _read_items(text, input_file)
     _Run(params, batch_size == 0, json_output, output, stats).execute(
-        items, _load_options(model, device, dtype, trust_remote_code))
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
-def _load_options(model, device, dtype, trust_remote_code):
+def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code)
+    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
 
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:

@@ -56,6 +56,7 @@ class TrainConfig:
     num_processes: int = 1
     resume: bool = False
     trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

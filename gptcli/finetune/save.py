@@ -64,7 +64,7 @@ def _merged_into_full_base(config: TrainConfig, adapter: Path):
 
     console.info("merging the adapter into the unquantized base model")
     base = load_model(LoadOptions(config.model, device="cpu", dtype="float32",
-                                  trust_remote_code=config.trust_remote_code),
+                                  trust_remote_code=config.trust_remote_code, allow_pickle=config.allow_pickle),
                       accept=(CAUSAL_LM,), command="finetune")
     return PeftModel.from_pretrained(base.model, str(adapter)).merge_and_unload()
 

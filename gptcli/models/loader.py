@@ -14,7 +14,7 @@ from typing import Any
 
 from gptcli import console
 from gptcli.errors import GptcliError, InputError, UsageError
-from gptcli.models import kinds
+from gptcli.models import kinds, safety
 from gptcli.models.placement import Placement, choose_placement
 from gptcli.models.resolve import ModelSource, resolve
 
@@ -30,6 +30,7 @@ class LoadOptions:
     # (AutoModelForSequenceClassification), and/or quantized to 4 bits (QLoRA, CUDA only).
     class_labels: tuple[str, ...] | None = None
     load_in_4bit: bool = False
+    allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
 
 
 @dataclass
@@ -83,6 +84,8 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
         adapter = adapter or str(source.folder)
         source = resolve(source.adapter_of)
     location, extra = _location(source)
+    if source.folder is not None:
+        safety.check_no_pickle(Path(location), "the model folder", options.allow_pickle)
     config = _load_config(location, extra, options, source)
     kind = kinds.detect_kind(config)
     if kind not in accept:
@@ -93,7 +96,7 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
         auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind)
         model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
-            model = _attach_adapter(model, adapter)
+            model = _attach_adapter(model, adapter, options.allow_pickle)
     model.eval()
     seconds = time.perf_counter() - started
     console.log(f"loaded {source.describe()} as {kind} in {seconds:.2f} s "
@@ -152,6 +155,8 @@ def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, pl
                   source: ModelSource):
     kwargs: dict[str, Any] = {"dtype": placement.dtype, "trust_remote_code": options.trust_remote_code}
     kwargs.update(_training_kwargs(options))
+    if not options.allow_pickle:
+        kwargs["use_safetensors"] = True  # never fall back to unpickling .bin weights, local or from the hub
     if placement.device.startswith("cuda"):
         # accelerate places the weights: spread over all GPUs for "cuda", or onto the one named.
         kwargs["device_map"] = "auto" if placement.device == "cuda" else placement.device
@@ -181,13 +186,14 @@ def _training_kwargs(options: LoadOptions) -> dict[str, Any]:
     return kwargs
 
 
-def _attach_adapter(model, adapter: str):
+def _attach_adapter(model, adapter: str, allow_pickle: bool):
     from peft import PeftModel
 
     path = Path(adapter).expanduser()
     if not (path / "adapter_config.json").is_file():
         raise InputError(f"--adapter {adapter}: no adapter_config.json there; give the adapter folder "
                          f"that `gptcli finetune` wrote (OUT/adapter)")
+    safety.check_no_pickle(path, "the adapter", allow_pickle)
     try:
         return PeftModel.from_pretrained(model, str(path))
     except Exception as exc:
@@ -197,6 +203,9 @@ def _attach_adapter(model, adapter: str):
 
 def _explain_load_failure(exc: Exception, source: ModelSource, part: str) -> GptcliError:
     text = str(exc)
+    if part == "weights" and "safetensors" in text.lower() and source.hub_id is not None:
+        return UsageError(f"{source.hub_id} publishes no safetensors weights, only pickle files, which can run "
+                          f"code when loaded; rerun with --allow-pickle if you trust the source")
     if "trust_remote_code" in text:
         return UsageError(f"{source.spec} needs to run its own Python code to load; "
                           f"if you trust it, rerun with --trust-remote-code")
