@@ -195,9 +195,10 @@ class _Run:
 
     def _fit(self, lm, item: Item):
         from gptcli import console
-        from gptcli.services.prompting import encode_prompt, fit_to_context
+        from gptcli.services.prompting import encode_prompt, fit_to_context, precut
 
-        ids = encode_prompt(lm.tokenizer, item.prompt, self.system, self.raw)
+        prompt = precut(item.prompt, lm.context_length, self.truncate)
+        ids = encode_prompt(lm.tokenizer, prompt, self.system, self.raw)
         fitted = fit_to_context(ids, lm.context_length, self.max_new_tokens, self.truncate, item.prompt.where)
         if fitted.note:
             console.warn(fitted.note)

@@ -133,10 +133,16 @@ def classify(lm, texts: Sequence[str], params: ClassifyParams,
         UsageError: labels missing or not allowed for this model.
         InputError: an empty text, or one longer than the model's context.
     """
+    from gptcli.services.prompting import MAX_CHARS_PER_TOKEN
+
     check_params(params)
+    limit = lm.context_length * MAX_CHARS_PER_TOKEN if lm.context_length else None
     for index, text in enumerate(texts):
         if not text.strip():
             raise InputError(f"text {index + 1} is empty; every text to classify needs some words")
+        if limit is not None and len(text) > limit:  # refused before a slow tokenization of it
+            raise InputError(f"text {index + 1} is {len(text):,} characters, far more than the model's context "
+                             f"of {lm.context_length} tokens; shorten it")
     scorer = make_scorer(lm, params)
     multi = params.multi_label or getattr(scorer, "multi_label", False)
     step = max(1, params.batch_size // getattr(scorer, "rows_per_text", 1))

@@ -44,6 +44,27 @@ def encode_prompt(tokenizer, prompt: Prompt, system: str | None = None, raw: boo
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
 
 
+# No tokenizer makes tokens this long: a text with more characters than this per context token
+# cannot fit, whatever it says, and is refused (or pre-cut) before a slow, memory-hungry tokenization.
+MAX_CHARS_PER_TOKEN = 100
+
+
+def precut(prompt: Prompt, context: int | None, truncate: str | None) -> Prompt:
+    """Refuse, or cut on the --truncate side, a plain prompt far longer than any context could hold.
+
+    Raises:
+        InputError: the prompt is too long and no --truncate was given.
+    """
+    limit = None if context is None else context * MAX_CHARS_PER_TOKEN
+    if prompt.text is None or limit is None or len(prompt.text) <= limit:
+        return prompt
+    if truncate is None:
+        raise InputError(f"{prompt.where} is {len(prompt.text):,} characters, far more than the model's context "
+                         f"of {context} tokens can hold; shorten it or pass --truncate left|right")
+    text = prompt.text[-limit:] if truncate == "left" else prompt.text[:limit]
+    return Prompt(text=text, where=prompt.where)
+
+
 def fit_to_context(ids: list[int], context: int | None, max_new_tokens: int, truncate: str | None,
                    where: str) -> Fitted:
     """Apply the long-prompt policy: error with both numbers, or cut on the side asked.
