@@ -169,14 +169,25 @@ class ResultFile:
     _handle: Any = None
 
     def write(self, obj: dict) -> None:
+        """Append one record and flush it; on failure (disk full) cut the file back to whole records."""
+        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        good = self._handle.tell()
         try:
-            self._handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
-            self._handle.flush()
+            view = memoryview(data)
+            while view:  # an unbuffered write may take only part of the bytes
+                view = view[self._handle.write(view):]
         except OSError as exc:
             from gptcli.errors import GptcliError
 
+            self._cut_back(good)
             raise GptcliError(f"cannot write to {self.path}: {exc.strerror}; the records before "
                               f"this one are saved, rerun to continue") from None
+
+    def _cut_back(self, size: int) -> None:
+        try:
+            self._handle.truncate(size)
+        except OSError:
+            pass  # a torn last line is still dropped by the next run
 
     def close(self) -> None:
         if self._handle is not None:
@@ -198,7 +209,9 @@ def open_result_file(output: str, key_fields: tuple[str, ...]) -> ResultFile:
                 handle.truncate(good_length)
             result.dropped_torn_line = True
     try:
-        result._handle = open(path, "a", encoding="utf-8")
+        # Unbuffered: each record reaches the file whole when write returns, and nothing is
+        # left in a buffer to fail again (or be lost) at close.
+        result._handle = open(path, "ab", buffering=0)
     except OSError as exc:
         raise UsageError(f"--output {output}: cannot open for writing ({exc.strerror})") from None
     return result
