@@ -87,6 +87,11 @@ def latest(out: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
+def saved_state(folder: Path) -> dict:
+    """The run state a checkpoint holds (step, best eval, the run's identity ...)."""
+    return json.loads((folder / "state.json").read_text(encoding="utf-8"))
+
+
 def restore(folder: Path, model, optimizer, scheduler) -> dict:
     """Load a checkpoint into the model, optimizer and scheduler; set the RNGs; return the state."""
     import torch

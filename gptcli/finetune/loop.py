@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptcli import console
+from gptcli.errors import UsageError
 from gptcli.finetune import checkpoint
 from gptcli.finetune.config import TrainConfig
 from gptcli.finetune.tokens import IGNORE, Example, pack
@@ -97,7 +98,8 @@ class Trainer:
         optimizer, self.scheduler = _optimizer(model, config, self.total)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.state = {"step": 0, "best_loss": None, "best_step": None, "bad_evals": 0, "metrics_bytes": 0,
-                      "tokens": 0, "seconds": 0.0, "first_eval": None}
+                      "tokens": 0, "seconds": 0.0, "first_eval": None,
+                      "run": run_identity(config, self.batches.examples)}
         self._step_rng: dict | None = None
         if accelerator.num_processes > 1:
             self._info(f"training in {accelerator.num_processes} processes ({accelerator.distributed_type.value})")
@@ -246,6 +248,7 @@ class Trainer:
 
     def _resume(self) -> None:
         folder = checkpoint.latest(self.out)
+        check_same_run(checkpoint.saved_state(folder).get("run"), self.state["run"], self.out)
         self.state.update(checkpoint.restore(folder, self.unwrapped(), self.optimizer, self.scheduler))
         self._info(f"resuming from {folder} (step {self.state['step']} of {self.total})")
 
@@ -313,3 +316,36 @@ def _optimizer(model, config: TrainConfig, total: int):
         return max(0.0, (total - step) / max(1, total - warmup))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+# Settings that decide what each step sees and trains: a resumed run must share them all.
+RUN_SETTINGS = ("model", "task", "method", "lora_r", "lora_alpha", "load_in_4bit", "max_length", "packing",
+                "train_on_prompt", "batch_size", "grad_accum", "seed", "num_processes")
+
+
+def run_identity(config: TrainConfig, examples: list) -> dict:
+    """What makes a checkpoint belong to this run: its settings and a digest of its training tokens."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(repr((example.input_ids, example.labels)).encode())
+    identity = {name: getattr(config, name) for name in RUN_SETTINGS}
+    identity["training_data"] = f"{len(examples)} examples, sha256 {digest.hexdigest()[:16]}"
+    return identity
+
+
+def check_same_run(saved: dict | None, current: dict, out: Path) -> None:
+    """Refuse --resume from a checkpoint another run wrote (other model, data or batch settings).
+
+    Raises:
+        UsageError: naming the first setting that differs.
+    """
+    if saved is None:
+        return  # written before checkpoints carried their run's identity
+    for name, value in current.items():
+        if saved.get(name) != value:
+            flag = "--data" if name == "training_data" else "--" + name.replace("_", "-")
+            raise UsageError(f"--resume: the checkpoint in {out} is from another run ({flag} was "
+                             f"{saved.get(name)!r}, now {value!r}); resume with the same settings, "
+                             f"or train into a new --output")

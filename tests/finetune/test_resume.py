@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.conftest import gptcli_command
-from tests.finetune.conftest import metrics
+from tests.finetune.conftest import completion_rows, metrics, write_jsonl
 
 RUN = ("--max-steps", "24", "--batch-size", "4", "--max-length", "48", "--eval-every", "8", "--save-every", "4",
        "--log-every", "4", "--learning-rate", "3e-3", "--lora-dropout", "0.1")
@@ -83,3 +83,34 @@ def test_two_cpu_processes_train_end_to_end(tiny_llama, chat_file, tmp_path):
     assert (out / "config.json").is_file() and (out / "adapter" / "adapter_config.json").is_file()
     evals = [m["eval_loss"] for m in records if "eval_loss" in m]
     assert evals[-1] < evals[0]
+
+
+def _short_run(cli, model, data, out, *extra):
+    return cli("finetune", "--data", data, "--model", model, "-o", out, "--method", "full", "--save-every", "2",
+               "--eval-fraction", "0", "--batch-size", "4", "--max-length", "48", *extra)
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_never_resumed_from(cli, tiny_gpt2, completion_file, tmp_path):
+    out = tmp_path / "run"
+    assert _short_run(cli, tiny_gpt2, completion_file, out, "--max-steps", "6").exit_code == 0
+    # What a SIGKILL in the middle of writing checkpoint 8 leaves: its temporary folder, half written.
+    half = out / "checkpoints" / ".tmp-step-0000008-424242"
+    half.mkdir()
+    (half / "trainable.pt").write_bytes(b"PK\x03\x04 cut short")
+    resumed = _short_run(cli, tiny_gpt2, completion_file, out, "--max-steps", "10", "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "step-0000004" in resumed.stderr  # the last whole checkpoint
+    assert [m["step"] for m in metrics(out) if "loss" in m][-1] == 10
+    assert not half.exists()  # the leftover is cleaned up
+
+
+def test_resume_from_another_runs_checkpoint_is_refused(cli, tiny_gpt2, completion_file, tmp_path):
+    out = tmp_path / "run"
+    assert _short_run(cli, tiny_gpt2, completion_file, out, "--max-steps", "4").exit_code == 0
+    other_file = write_jsonl(tmp_path / "other.jsonl", completion_rows(seed=5))
+    other_data = _short_run(cli, tiny_gpt2, other_file, out, "--max-steps", "4", "--resume")
+    other_batch = _short_run(cli, tiny_gpt2, completion_file, out, "--max-steps", "4", "--resume", "--seed", "7")
+    for result, flag in ((other_data, "--data"), (other_batch, "--seed")):
+        assert result.exit_code == 2, result.stderr
+        assert "another run" in result.stderr and flag in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
