@@ -8,11 +8,15 @@ batches are a pure function of (seed, step), see ``recipe.Batches``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
 from pathlib import Path
+from typing import Iterator
+
+from gptcli.errors import GptcliError
 
 CHECKPOINTS = "checkpoints"
 BEST = "best"
@@ -26,8 +30,6 @@ def trainable_state(model) -> dict:
 def load_trainable(model, state: dict) -> None:
     missing = set(state) - {name for name, _ in model.named_parameters()}
     if missing:
-        from gptcli.errors import GptcliError
-
         raise GptcliError(f"the checkpoint does not fit this model ({sorted(missing)[0]} is unknown); "
                           f"resume with the same --model and --method, or start a new --output")
     model.load_state_dict(state, strict=False)
@@ -60,12 +62,12 @@ def save(out: Path, step: int, model, optimizer, scheduler, rng: dict, state: di
 
     root = out / CHECKPOINTS
     final = root / f"step-{step:07d}"
-    temp = _fresh_temp(root, final.name)
-    torch.save(trainable_state(model), temp / "trainable.pt")
-    torch.save(optimizer.state_dict(), temp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), temp / "scheduler.pt")
-    torch.save(rng, temp / "rng.pt")
-    (temp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
+    with _written(root, final.name) as temp:
+        torch.save(trainable_state(model), temp / "trainable.pt")
+        torch.save(optimizer.state_dict(), temp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), temp / "scheduler.pt")
+        torch.save(rng, temp / "rng.pt")
+        (temp / "state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")
     _replace(temp, final)
     _prune(root)
     return final
@@ -76,9 +78,9 @@ def save_best(out: Path, model, step: int) -> None:
     import torch
 
     root = out / CHECKPOINTS
-    temp = _fresh_temp(root, BEST)
-    torch.save(trainable_state(model), temp / "trainable.pt")
-    (temp / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
+    with _written(root, BEST) as temp:
+        torch.save(trainable_state(model), temp / "trainable.pt")
+        (temp / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
     _replace(temp, root / BEST)
 
 
@@ -112,6 +114,20 @@ def load_best(out: Path, model) -> int | None:
         return None
     load_trainable(model, torch.load(folder / "trainable.pt", weights_only=True))
     return json.loads((folder / "state.json").read_text(encoding="utf-8"))["step"]
+
+
+@contextlib.contextmanager
+def _written(root: Path, name: str) -> Iterator[Path]:
+    """A fresh temporary folder to write a checkpoint into; removed again if writing fails."""
+    temp = _fresh_temp(root, name)
+    try:
+        yield temp
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as RuntimeError
+        shutil.rmtree(temp, ignore_errors=True)
+        kept = latest(root.parent)
+        raise GptcliError(f"cannot write checkpoint {name} in {root}: {getattr(exc, 'strerror', None) or exc}; "
+                          + (f"{kept.name} is intact: free some space, then rerun with --resume"
+                             if kept else "free some space and run again")) from None
 
 
 def _fresh_temp(root: Path, name: str) -> Path:
