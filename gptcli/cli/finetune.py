@@ -57,7 +57,8 @@ def finetune(
     gradient_checkpointing: Annotated[bool, _opt(TRAINING, "Recompute activations: less memory, about 30% slower.",
                                       "--gradient-checkpointing")] = D.gradient_checkpointing,
     eval_every: Annotated[int, _opt(EVAL, "Evaluate every N steps [default: 0, about ten times per run].")] = D.eval_every,
-    save_every: Annotated[int, _opt(EVAL, "Checkpoint every N steps [default: 0, at every evaluation].")] = D.save_every,
+    save_every: Annotated[int, _opt(EVAL, "Checkpoint every N steps [default: 0: at evaluations, at most every 2 minutes; "
+                                           "Ctrl-C always saves].")] = D.save_every,
     log_every: Annotated[int, _opt(EVAL, "Print a progress line every N steps [default: 0, about 50 lines].")] = D.log_every,
     early_stopping_patience: Annotated[int, _opt(EVAL, "Stop after N evaluations without a better eval loss; "
                                        "0 is off.")] = D.early_stopping_patience,

@@ -101,6 +101,7 @@ class Trainer:
                       "tokens": 0, "seconds": 0.0, "first_eval": None,
                       "run": run_identity(config, self.batches.examples)}
         self._step_rng: dict | None = None
+        self._last_save = time.monotonic()  # the default save policy counts from the start
         if accelerator.num_processes > 1:
             self._info(f"training in {accelerator.num_processes} processes ({accelerator.distributed_type.value})")
 
@@ -141,7 +142,7 @@ class Trainer:
                 if self._evaluate(step + 1, metrics) is None:
                     summary.stopped_early = True
                     break
-            if (step + 1) % self.every["save"] == 0 and step + 1 < self.total:
+            if self._checkpoint_due(step + 1):
                 self._checkpoint(metrics)
 
     def _train_step(self, step: int) -> tuple[float, int]:
@@ -239,7 +240,18 @@ class Trainer:
                        f"{record['tokens_per_second']:.0f} tokens/s, eta {eta:.0f} s")
         return record
 
+    def _checkpoint_due(self, step: int) -> bool:
+        """Every --save-every steps; by default at evaluations, at most once per AUTO_SAVE_SECONDS.
+
+        A full model's checkpoint (weights and optimizer) takes seconds to write: saved at every
+        evaluation of a short run it halved training speed (benchmarks/finetune_vs_trainer.py).
+        """
+        if step >= self.total or step % self.every["save"]:
+            return False
+        return bool(self.config.save_every) or time.monotonic() - self._last_save >= AUTO_SAVE_SECONDS
+
     def _checkpoint(self, metrics: "_MetricsFile", rng: dict | None = None) -> None:
+        self._last_save = time.monotonic()
         if not self.main:
             return
         self.state["metrics_bytes"] = metrics.size()
@@ -297,6 +309,9 @@ class _MetricsFile:
         return self.path.stat().st_size if self.path.exists() else 0
 
 
+AUTO_SAVE_SECONDS = 120  # without --save-every: a crash costs at most about two minutes of training
+
+
 def _periods(config: TrainConfig, total: int) -> dict:
     evaluate = config.eval_every or max(1, total // 10)
     return {"eval": evaluate, "save": config.save_every or evaluate, "log": config.log_every or max(1, total // 50)}
@@ -307,7 +322,12 @@ def _optimizer(model, config: TrainConfig, total: int):
     import torch
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    try:
+        # One fused kernel per step instead of a loop over tensors: on CPU it made full fine-tuning of
+        # SmolLM2 much faster (benchmarks/finetune_vs_trainer.py); plain AdamW where it is missing.
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = int(round(config.warmup * total)) if config.warmup < 1 else int(config.warmup)
 
     def factor(step: int) -> float:
