@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml scripts/install.sh
 
 bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/run.py
+	$(VENV)/bin/python benchmarks/batch.py --tasks
+	$(VENV)/bin/python benchmarks/finetune_vs_trainer.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
