@@ -114,3 +114,33 @@ def test_resume_from_another_runs_checkpoint_is_refused(cli, tiny_gpt2, completi
         assert result.exit_code == 2, result.stderr
         assert "another run" in result.stderr and flag in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sigkill_while_a_checkpoint_is_written_resumes_from_the_one_before(tiny_llama, chat_file, tmp_path):
+    # Full training writes every weight and the optimizer state at each checkpoint: a window wide
+    # enough to land a real SIGKILL inside it, while the temporary folder is being filled.
+    args = ("--data", chat_file, "--model", tiny_llama, "--method", "full", "--max-steps", "12", "--batch-size",
+            "4", "--max-length", "48", "--save-every", "1", "--eval-fraction", "0", "--learning-rate", "1e-3")
+    out = tmp_path / "run"
+    killed = start(args, out)
+    checkpoints = out / "checkpoints"
+    deadline = time.monotonic() + 120
+    caught = None
+    while caught is None and killed.poll() is None and time.monotonic() < deadline:
+        if checkpoints.is_dir():
+            caught = next((p for p in checkpoints.iterdir() if p.name.startswith(".tmp-step-00000")
+                           and not p.name.startswith(".tmp-step-0000001")), None)
+        if caught is None:
+            time.sleep(0.0005)
+    assert caught is not None, "no checkpoint write was caught in progress"
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait() == -signal.SIGKILL
+    assert caught.exists(), "the kill landed after the write finished"  # it really died mid-write
+    finished = sorted(p.name for p in checkpoints.glob("step-*"))
+    assert finished and all(name < caught.name.split("-", 1)[1][:12] for name in finished)
+    resumed = start((*args, "--resume"), out)
+    stderr = resumed.communicate(timeout=300)[1]
+    assert resumed.returncode == 0, stderr
+    assert f"resuming from {checkpoints / finished[-1]}" in stderr
+    assert [m["step"] for m in metrics(out) if "loss" in m] == list(range(1, 13))
+    assert not list(checkpoints.glob(".tmp-*"))
