@@ -133,30 +133,17 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]
 
 
-@dataclass
-class _Run:
-    """One classify invocation after its options and inputs are checked: load, classify, write."""
+class _Run(common.TaskRun):
+    """classify: score every text, write its labels."""
 
-    params: object
-    auto_batch: bool
-    json_output: bool
-    output: str | None
-    show_stats: bool
+    command = "classify"
 
-    def execute(self, items: list[Item], load_options) -> None:
-        from gptcli.cli.sink import ResultSink
-        from gptcli.models import load_model
+    def accepts(self) -> tuple[str, ...]:
         from gptcli.models.kinds import CAUSAL_LM, EMBEDDING, SEQUENCE_CLASSIFIER
 
-        clock = common.RunClock()
-        with ResultSink(self.output, self.json_output) as sink:
-            todo = common.pending(items, lambda id_: sink.is_done((id_,)), "input")
-            if not todo:
-                return
-            lm = load_model(load_options, accept=(CAUSAL_LM, SEQUENCE_CLASSIFIER, EMBEDDING), command="classify")
-            self._classify(lm, todo, sink, clock)
+        return (CAUSAL_LM, SEQUENCE_CLASSIFIER, EMBEDDING)
 
-    def _classify(self, lm, items: list[Item], sink, clock) -> None:
+    def work(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
         from gptcli.services import classify as service
 

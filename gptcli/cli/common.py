@@ -46,6 +46,39 @@ class RunClock:
     load_seconds: float = 0.0
 
 
+@dataclass
+class TaskRun:
+    """classify, summarize and translate after their options and inputs are checked: skip what the
+    --output file already holds, load the model, and hand the rest to ``work``."""
+
+    params: object
+    auto_batch: bool
+    json_output: bool
+    output: str | None
+    show_stats: bool
+
+    command = ""  # the subcommand, for the loader's messages
+    unit = "input"  # what one item is, for "nothing to do"
+
+    def accepts(self) -> tuple[str, ...]:
+        """The model kinds this command works with."""
+        raise NotImplementedError
+
+    def work(self, lm, items: list, sink, clock: RunClock) -> None:
+        raise NotImplementedError
+
+    def execute(self, items: list, load_options) -> None:
+        from gptcli.cli.sink import ResultSink
+        from gptcli.models import load_model
+
+        clock = RunClock()
+        with ResultSink(self.output, self.json_output) as sink:
+            todo = pending(items, lambda id_: sink.is_done((id_,)), self.unit)
+            if todo:
+                lm = load_model(load_options, accept=self.accepts(), command=self.command)
+                self.work(lm, todo, sink, clock)
+
+
 def pending(items: list, is_done, what: str) -> list:
     """The items that have no result in the --output file yet (all of them without --output)."""
     todo = [item for item in items if not is_done(item.id)]

@@ -87,7 +87,7 @@ def summarize(
     params.validate()
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
-    _Run(params, batch_size == 0, input_file is not None, json_output, output, stats).execute(
+    _Run(params, batch_size == 0, json_output, output, stats, batch_input=input_file is not None).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
@@ -112,30 +112,20 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
 
 @dataclass
-class _Run:
-    """One summarize invocation after its options and inputs are checked: load, summarize, write."""
+class _Run(common.TaskRun):
+    """summarize: one summary per document (newlines folded when there are many)."""
 
-    params: object
-    auto_batch: bool
-    batch_input: bool
-    json_output: bool
-    output: str | None
-    show_stats: bool
+    batch_input: bool = False
 
-    def execute(self, items: list[Item], load_options) -> None:
-        from gptcli.cli.sink import ResultSink
-        from gptcli.models import load_model
+    command = "summarize"
+    unit = "document"
+
+    def accepts(self) -> tuple[str, ...]:
         from gptcli.models.kinds import CAUSAL_LM, SEQ2SEQ
 
-        clock = common.RunClock()
-        with ResultSink(self.output, self.json_output) as sink:
-            todo = common.pending(items, lambda id_: sink.is_done((id_,)), "document")
-            if not todo:
-                return
-            lm = load_model(load_options, accept=(CAUSAL_LM, SEQ2SEQ), command="summarize")
-            self._summarize(lm, todo, sink, clock)
+        return (CAUSAL_LM, SEQ2SEQ)
 
-    def _summarize(self, lm, items: list[Item], sink, clock) -> None:
+    def work(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
         from gptcli.services.summarize import Summarizer
 

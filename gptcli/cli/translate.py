@@ -111,30 +111,18 @@ def _file_items(records, is_text_file: bool) -> list[Item]:
     return items
 
 
-@dataclass
-class _Run:
-    """One translate invocation after its options and inputs are checked: load, translate, write."""
+class _Run(common.TaskRun):
+    """translate: every line, line-true."""
 
-    params: object
-    auto_batch: bool
-    json_output: bool
-    output: str | None
-    show_stats: bool
+    command = "translate"
+    unit = "line"
 
-    def execute(self, items: list[Item], load_options) -> None:
-        from gptcli.cli.sink import ResultSink
-        from gptcli.models import load_model
+    def accepts(self) -> tuple[str, ...]:
         from gptcli.models.kinds import CAUSAL_LM, SEQ2SEQ
 
-        clock = common.RunClock()
-        with ResultSink(self.output, self.json_output) as sink:
-            todo = common.pending(items, lambda id_: sink.is_done((id_,)), "line")
-            if not todo:
-                return
-            lm = load_model(load_options, accept=(CAUSAL_LM, SEQ2SEQ), command="translate")
-            self._translate(lm, todo, sink, clock)
+        return (CAUSAL_LM, SEQ2SEQ)
 
-    def _translate(self, lm, items: list[Item], sink, clock) -> None:
+    def work(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
         from gptcli.services.translate import make_translator
 
