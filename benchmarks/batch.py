@@ -134,8 +134,48 @@ def measured(name: str, fn) -> dict:
     return result
 
 
-def task_runs(work: Path) -> dict:
+PLAIN_TASKS = r'''
+import json, sys, time, torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+task, folder, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+items = json.loads(sys.stdin.read())
+started = time.perf_counter()
+if task == "classify":  # the same zero-shot method as gptcli's: cosine to label descriptions, one line at a time
+    tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    def embed(text):
+        batch = tokenizer([text], return_tensors="pt")
+        with torch.inference_mode():
+            hidden = model(**batch).last_hidden_state[0]
+        return torch.nn.functional.normalize(hidden.mean(0), dim=-1)
+    labels = torch.stack([embed(f"This text is about {label}.") for label in ("positive", "negative")])
+    for text in items:
+        (labels @ embed(text)).argmax()
+else:  # summarize / translate: the same instruction through the chat template, one item at a time
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()
+    for text in items:
+        if task == "summarize":
+            content, budget = f"{text}\n\nSummarize the text above in one sentence. Reply with the summary only.", 60
+        else:
+            content = f"Translate the following text into French. Reply with the French translation only.\n\n{text}"
+            budget = 2 * len(tokenizer(text)["input_ids"]) + 16
+        ids = tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                            return_tensors="pt", return_dict=True)
+        with torch.inference_mode():
+            model.generate(**ids, max_new_tokens=budget, do_sample=False)
+print(json.dumps({"seconds": time.perf_counter() - started}))
+'''
+
+
+def plain_task(task: str, folder: str, dtype: str, items: list[str]) -> dict:
+    stdout, _wall, rss = run_child([sys.executable, "-c", PLAIN_TASKS, task, folder, dtype], json.dumps(items))
+    seconds = json.loads(stdout.strip().splitlines()[-1])["seconds"]
+    return {"items": len(items), "seconds": seconds, "items_per_s": len(items) / seconds, "peak_rss_mib": rss}
+
+
+def task_runs(work: Path, folder: str, dtype: str, baseline_items: int) -> dict:
     from benchmarks.task_inputs import classify_lines, paragraphs, translate_lines
+    from gptcli.models.resolve import packaged_minilm_folder
 
     runs = {}
     for name, args, text in (
@@ -151,6 +191,15 @@ def task_runs(work: Path) -> dict:
         runs[name] = {"items": items, "seconds": seconds, "items_per_s": items / seconds, "peak_rss_mib": rss}
         print(f"{name:38s} {items:5d} items   {items / seconds:7.2f} items/s ({seconds:.0f} s)  "
               f"peak RSS {rss:6.0f} MiB", flush=True)
+        task = name.split("_")[0]
+        inputs = [json.loads(line)["text"] if task == "summarize" else line for line in text.splitlines()]
+        count = max(1, baseline_items // 10) if task == "summarize" else baseline_items
+        model = str(packaged_minilm_folder()) if task == "classify" else folder
+        plain = plain_task(task, model, dtype, inputs[:count])
+        runs[name]["plain_one_at_a_time"] = plain
+        runs[name]["ratio"] = runs[name]["items_per_s"] / plain["items_per_s"]
+        print(f"{'  plain, one at a time':38s} {plain['items']:5d} items   {plain['items_per_s']:7.2f} items/s  "
+              f"peak RSS {plain['peak_rss_mib']:6.0f} MiB  -> gptcli {runs[name]['ratio']:.1f}x", flush=True)
     return runs
 
 
@@ -185,7 +234,7 @@ def main() -> None:
                 results[f"ratio_vs_{key}"] = ours / results[key]["prompts_per_s"]
                 print(f"gptcli / {key}: {results[f'ratio_vs_{key}']:.2f}x prompts/s")
         if args.tasks:
-            results["tasks"] = task_runs(Path(work))
+            results["tasks"] = task_runs(Path(work), folder, dtype, 4 * args.baseline_prompts)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "batch.json").write_text(json.dumps(results, indent=2) + "\n")
 
