@@ -84,8 +84,55 @@ def bench_in_process(runs: int, new_tokens: int) -> dict:
     ours(), plain()  # warm-up
     ours_tps = median_of(runs, ours)
     plain_tps = median_of(runs, plain)
-    return {"warm_load_s": statistics.median(loads), "decode_tok_s": ours_tps, "plain_generate_tok_s": plain_tps,
-            "decode_ratio": ours_tps / plain_tps, "dtype": lm.placement.dtype_name}
+    results = {"warm_load_s": statistics.median(loads), "decode_tok_s": ours_tps, "plain_generate_tok_s": plain_tps,
+               "decode_ratio": ours_tps / plain_tps, "dtype": lm.placement.dtype_name}
+    results.update(bench_int4(runs, new_tokens, ids, plain_tps))
+    return results
+
+
+def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> dict:
+    """--dtype int4: the same loop on the GGUF's 4-bit layers kept packed; and how its predictions
+    compare with bf16's (top-1 agreement and loss on a fixed text, fp32 as the reference)."""
+    import torch
+
+    from gptcli.models import LoadOptions, load_model
+    from gptcli.models.kinds import CAUSAL_LM
+    from gptcli.services import generate as gen
+    from gptcli.services.prompting import Fitted
+
+    sys.path.insert(0, str(HERE))
+    import task_inputs
+
+    loads, lm = [], None
+    for _ in range(runs):
+        lm = load_model(LoadOptions(None, dtype="int4"), accept=(CAUSAL_LM,), command="bench")
+        loads.append(lm.load_seconds)
+
+    def ours() -> float:
+        stats = gen.GenerationStats()
+        list(gen.generate(lm, [Fitted(ids, new_tokens)], gen.GenerationParams(), stats=stats))
+        return stats.generated_tokens / stats.decode_seconds
+
+    ours()  # warm-up
+    tps = median_of(runs, ours)
+    results = {"int4_warm_load_s": statistics.median(loads), "int4_decode_tok_s": tps,
+               "int4_decode_ratio_to_plain_bf16": tps / plain_tps}
+    text = [json.loads(line)["text"] for line in task_inputs.paragraphs(20).splitlines()]
+    reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
+    bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
+    for name, model in (("bf16", bf16.model), ("int4", lm.model)):
+        agree = total = 0
+        losses = []
+        for line in text:
+            line_ids = reference.tokenizer(line, return_tensors="pt")["input_ids"]
+            with torch.inference_mode():
+                exact, out = reference.model(line_ids), model(line_ids, labels=line_ids)
+            agree += int((exact.logits.argmax(-1) == out.logits.argmax(-1)).sum())
+            total += line_ids.shape[1]
+            losses.append(out.loss.item())
+        results[f"{name}_top1_agreement_with_fp32"] = agree / total
+        results[f"{name}_mean_loss"] = statistics.mean(losses)
+    return results
 
 
 def environment() -> dict:

@@ -104,7 +104,7 @@ def stats_line(lm, clock: RunClock, work: str) -> str:
     """The --stats line: load, the command's own ``work`` figures, total time, memory, placement."""
     return (f"imports {lm.import_seconds:.2f} s · load {lm.load_seconds:.2f} s · {work} · "
             f"total {time.perf_counter() - clock.started:.2f} s · {peak_memory_text(lm.device)} · "
-            f"{lm.placement.device}/{lm.placement.dtype_name}")
+            f"{lm.placement.device}/{lm.placement.label}")
 
 
 def peak_memory_text(device) -> str:

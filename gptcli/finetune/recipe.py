@@ -164,7 +164,8 @@ def load_base(config: TrainConfig, labels: list[str]):
     classify = config.task == "classify"
     options = LoadOptions(config.model, device="cpu", dtype="float32", trust_remote_code=config.trust_remote_code,
                           allow_pickle=config.allow_pickle,
-                          class_labels=tuple(labels) if classify else None, load_in_4bit=config.load_in_4bit)
+                          class_labels=tuple(labels) if classify else None, load_in_4bit=config.load_in_4bit,
+                          for_training=True)
     if config.load_in_4bit:
         options = LoadOptions(**{**options.__dict__, "device": "cuda", "dtype": "bfloat16"})
     accept = (EMBEDDING, SEQUENCE_CLASSIFIER, CAUSAL_LM) if classify else (CAUSAL_LM,)

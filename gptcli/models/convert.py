@@ -3,7 +3,8 @@
 Loading a GGUF through transformers de-quantizes every tensor on each start
 (about 15 s for SmolLM2 on 2 cores) and yields a model that can be neither
 saved nor trained. We de-quantize once, store the plain weights (bf16), and
-later runs load that folder in well under a second.
+later runs load that folder in well under a second. The 4-bit codes of the
+layers that had them are stored beside it, for CPU decoding (see int4.py).
 
 The folder is built under a temporary name and renamed into place, so a crash
 never leaves a half-written folder that later runs would trust; a file lock
@@ -26,7 +27,7 @@ from gptcli import console
 from gptcli.errors import GptcliError, InputError
 from gptcli.models.cache import cache_dir
 
-CONVERSION_VERSION = 1  # bump when the folder layout changes, to force a fresh conversion
+CONVERSION_VERSION = 2  # bump when the folder layout changes, to force a fresh conversion (2: int4 codes)
 MARKER = "gptcli-conversion.json"
 STORED_DTYPE = "bfloat16"  # half the disk of fp32; see placement.py for the CPU speed measure
 
@@ -77,7 +78,10 @@ def _remove_leftovers(target: Path) -> None:
 
 def _convert_into(gguf: Path, target: Path) -> None:
     import torch
+    from safetensors.torch import save_file
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from gptcli.models import int4
 
     tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
     folder, name = str(gguf.parent), gguf.name
@@ -92,12 +96,16 @@ def _convert_into(gguf: Path, target: Path) -> None:
     plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     plain.load_state_dict(quantized.state_dict())
     plain.generation_config = quantized.generation_config
+    four_bit = int4.find_4bit_layers(plain)  # from the fp32 values, before bf16 rounding blurs the grid
     plain = plain.to(getattr(torch, STORED_DTYPE))
     try:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        if four_bit:
+            save_file(four_bit, str(tmp / int4.SIDECAR))
         (tmp / MARKER).write_text(json.dumps({"source": str(gguf), "dtype": STORED_DTYPE,
-                                              "version": CONVERSION_VERSION}))
+                                              "version": CONVERSION_VERSION,
+                                              "int4_layers": len(four_bit) // 3}))
         os.rename(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -31,6 +31,7 @@ class LoadOptions:
     class_labels: tuple[str, ...] | None = None
     load_in_4bit: bool = False
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
+    for_training: bool = False  # finetune: plain trainable weights, never the packed 4-bit inference layers
 
 
 @dataclass
@@ -97,10 +98,11 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
         model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
             model = _attach_adapter(model, adapter, options.allow_pickle)
+        packed_note = _pack_4bit(model, location, options, placement, source, adapter)
     model.eval()
     seconds = time.perf_counter() - started
     console.log(f"loaded {source.describe()} as {kind} in {seconds:.2f} s "
-                f"(after {import_seconds:.2f} s of imports): {placement.reason}")
+                f"(after {import_seconds:.2f} s of imports): {placement.reason}{packed_note}")
     return LoadedModel(model, tokenizer, kind, source, placement, seconds, name=source.spec,
                        import_seconds=import_seconds)
 
@@ -167,6 +169,26 @@ def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, pl
     if "device_map" not in kwargs and placement.device != "cpu":
         model = model.to(placement.device)
     return model
+
+
+def _pack_4bit(model, location: str, options: LoadOptions, placement: Placement, source: ModelSource,
+               adapter: str | None) -> str:
+    """--dtype int4: keep a 4-bit GGUF model's layers 4-bit (int4.py); say so for --verbose.
+
+    Raises:
+        UsageError: the model has no stored 4-bit layers, or needs ordinary ones (adapter, training).
+    """
+    if not placement.int4:
+        return ""
+    if adapter or options.for_training:
+        raise UsageError("--dtype int4 is for inference on a model without --adapter; use --dtype auto")
+    from gptcli.models import int4
+
+    count = int4.pack_stored_4bit_layers(model, Path(location)) if source.gguf is not None else 0
+    if not count:
+        raise UsageError(f"--dtype int4 needs a 4-bit GGUF model (Q4_0, Q4_1, Q4_K, like the default); "
+                         f"{source.spec} has no 4-bit layers: use --dtype auto")
+    return f"; {count} linear layers kept 4-bit as in the GGUF"
 
 
 def _training_kwargs(options: LoadOptions) -> dict[str, Any]:

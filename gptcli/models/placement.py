@@ -6,15 +6,25 @@ from dataclasses import dataclass
 
 from gptcli.errors import UsageError
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+DTYPES = ("auto", "float32", "bfloat16", "float16", "int4")
+# int4: a 4-bit GGUF model's layers kept 4-bit and run by torch's CPU int4 kernel on bf16
+# activations (models/int4.py). Opt-in, not auto: its rounding differs from bf16's, and on
+# near-tied tokens that changes greedy answers (measured in benchmarks/README.md).
+INT4 = "int4"
 DEVICES_HELP = "auto, cpu, cuda, cuda:N or mps"
 
 
 @dataclass(frozen=True)
 class Placement:
     device: str
-    dtype_name: str
+    dtype_name: str  # what activations (and unpacked weights) are computed in
     reason: str
+    int4: bool = False  # keep 4-bit layers packed (--dtype int4)
+
+    @property
+    def label(self) -> str:
+        """The dtype as the user names it (--stats)."""
+        return "int4" if self.int4 else self.dtype_name
 
     @property
     def dtype(self):
@@ -31,11 +41,21 @@ def choose_placement(device: str = "auto", dtype: str = "auto") -> Placement:
     """
     if dtype not in DTYPES:
         raise UsageError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if dtype == INT4:
+        return _int4_placement(device)
     device, device_reason = _choose_device(device)
     if dtype != "auto":
         return Placement(device, dtype, f"{device_reason}; dtype {dtype} as asked")
     dtype, dtype_reason = _auto_dtype(device)
     return Placement(device, dtype, f"{device_reason}; {dtype_reason}")
+
+
+def _int4_placement(device: str) -> Placement:
+    if device not in ("auto", "cpu"):
+        raise UsageError(f"--dtype int4 runs on the CPU only (torch's int4 kernel); drop --device {device} "
+                         f"or use --dtype auto there")
+    return Placement("cpu", "bfloat16", "device cpu; dtype int4 as asked (4-bit layers packed, bf16 activations)",
+                     int4=True)
 
 
 def _choose_device(device: str) -> tuple[str, str]:
