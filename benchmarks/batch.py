@@ -218,6 +218,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         results["gptcli_batched"] = measured("gptcli generate --input (batched)",
                                              lambda: run_gptcli(prompts, Path(work), []))
+        results["gptcli_batched_int4"] = measured("gptcli generate --input --dtype int4 (batched)",
+                                                  lambda: run_gptcli(prompts, Path(work), ["--dtype", "int4"]))
         results["plain_one_at_a_time"] = measured(
             "plain model.generate, one at a time",
             lambda: run_script(sys.executable, PLAIN, [folder, dtype, str(NEW_TOKENS)],

@@ -59,6 +59,19 @@ def test_batched_greedy_equals_one_by_one(tiny_llama):
     assert [c.text for c in batched] == alone
 
 
+def test_token_budget_splits_batches_and_keeps_results(tiny_llama):
+    lm = _load(tiny_llama)
+    fitted = _fitted(lm, PROMPTS, max_new=10)
+    jobs = [gen._Job(i, 0, f.ids, f.max_new_tokens) for i, f in enumerate(fitted)]
+    budget = 3 * max(len(f.ids) + 10 for f in fitted) - 1  # too small for three of the longest rows
+    batches = list(gen._plan_batches(jobs, batch_size=5, max_tokens=budget))
+    assert sorted(j.index for b in batches for j in b) == list(range(len(PROMPTS)))
+    assert all(len(b) == 1 or len(b) * max(len(j.ids) + j.max_new_tokens for j in b) <= budget for b in batches)
+    assert len(batches) > 1 == len(list(gen._plan_batches(jobs, batch_size=5)))  # the budget did split
+    alone = [c.text for c in _run(lm, fitted, batch_size=1)]
+    assert [c.text for c in _run(lm, fitted, batch_size=5, max_batch_tokens=budget)] == alone
+
+
 def test_same_seed_same_samples_and_other_seed_differs(tiny_llama):
     lm = _load(tiny_llama)
     fitted = _fitted(lm, PROMPTS[:2], max_new=12)

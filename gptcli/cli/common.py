@@ -88,15 +88,18 @@ def pending(items: list, is_done, what: str) -> list:
 
 
 def with_auto_batch_size(params, lm, auto: bool, tokens_per_row: int):
-    """``params`` with a batch size chosen from free memory, unless the user gave one."""
-    from dataclasses import replace
+    """``params`` with a batch size chosen from free memory, unless the user gave one; params that
+    generate (a ``max_batch_tokens`` field) also get the per-batch token budget."""
+    from dataclasses import fields, replace
 
-    from gptcli.services.batching import auto_batch_size
+    from gptcli.services.batching import auto_batch_size, batch_token_budget, describe_auto_batch
 
     if not auto:
         return params
     params = replace(params, batch_size=auto_batch_size(lm, tokens_per_row))
-    console.log(f"batch size {params.batch_size} (chosen from free memory)")
+    if "max_batch_tokens" in {f.name for f in fields(params)}:
+        params = replace(params, max_batch_tokens=batch_token_budget(lm))
+    console.log(describe_auto_batch(params.batch_size, getattr(params, "max_batch_tokens", None)))
     return params
 
 

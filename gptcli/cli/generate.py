@@ -173,14 +173,15 @@ class _Run:
     def _generate(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
         from gptcli.services import generate as gen
-        from gptcli.services.batching import auto_batch_size
+        from gptcli.services.batching import auto_batch_size, batch_token_budget, describe_auto_batch
 
         fitted = [self._fit(lm, item) for item in items]
         params = self.params
         if params.batch_size == 0:
             longest = max(len(f.ids) + f.max_new_tokens for f in fitted)
-            params = gen.GenerationParams(params.sampling, params.stop, params.num_samples, auto_batch_size(lm, longest))
-            console.log(f"batch size {params.batch_size} (chosen from free memory)")
+            params = gen.GenerationParams(params.sampling, params.stop, params.num_samples, auto_batch_size(lm, longest),
+                                          batch_token_budget(lm))
+            console.log(describe_auto_batch(params.batch_size, params.max_batch_tokens))
         stats = gen.GenerationStats()
         with console.Progress("generating", len(items) * params.num_samples) as progress:
             for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats):

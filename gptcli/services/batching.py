@@ -7,6 +7,10 @@ from __future__ import annotations
 # one-at-a-time transformers; --batch-size 64 trades memory for the last 30%.
 CPU_MAX_BATCH = 32
 GPU_MAX_BATCH = 64
+# Rows x (prompt + new tokens) per batch on CPU. Long inputs (summarize's paragraphs) at 32 rows
+# grew peak RSS to 1.3x one-at-a-time transformers (prefill activations and KV cache); 4096 keeps
+# it near 1.15x and leaves short prompts (generate's 256, ~100 tokens each) at the full 32 rows.
+CPU_BATCH_TOKENS = 4096
 MEMORY_SHARE = 0.3  # of the free memory, for the KV cache of one batch
 
 
@@ -16,6 +20,17 @@ def auto_batch_size(lm, longest_tokens: int) -> int:
     budget = _free_memory_bytes(lm.device) * MEMORY_SHARE
     cap = GPU_MAX_BATCH if str(lm.device).startswith("cuda") else CPU_MAX_BATCH
     return max(1, min(cap, int(budget // max(per_row, 1))))
+
+
+def batch_token_budget(lm) -> int | None:
+    """The most rows x tokens one batch may hold, or None for no limit (GPUs: rows decide)."""
+    return None if str(lm.device).startswith("cuda") else CPU_BATCH_TOKENS
+
+
+def describe_auto_batch(rows: int, max_tokens: int | None) -> str:
+    """The --verbose line for an automatic choice."""
+    limit = f", at most {max_tokens} tokens a batch" if max_tokens else ""
+    return f"batch size {rows} (chosen from free memory){limit}"
 
 
 def _kv_bytes_per_token(lm) -> int:

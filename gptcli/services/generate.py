@@ -24,6 +24,7 @@ class GenerationParams:
     stop: tuple[str, ...] = ()
     num_samples: int = 1
     batch_size: int = 8
+    max_batch_tokens: int | None = None  # rows x (prompt + new tokens) per batch; None: rows only
 
 
 @dataclass
@@ -94,7 +95,7 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
     order = [(job.index, job.sample) for job in jobs]
     done: dict[tuple[int, int], Completion] = {}
     released = 0
-    for batch in _plan_batches(jobs, params.batch_size):
+    for batch in _plan_batches(jobs, params.batch_size, params.max_batch_tokens):
         for event in _run_batch(lm, batch, params, picker, stream, stats):
             if isinstance(event, TextChunk):
                 yield event
@@ -105,18 +106,28 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
                 released += 1
 
 
-def _plan_batches(jobs: list[_Job], batch_size: int) -> Iterator[list[_Job]]:
+def _plan_batches(jobs: list[_Job], batch_size: int, max_tokens: int | None = None) -> Iterator[list[_Job]]:
     """Length-sorted batches, sorted within windows of consecutive inputs.
 
     Sorting the whole input would minimise padding but hold back the first
     record until the end of the run; windows keep most of the gain while
     records still reach the output (and survive a crash) as the run goes.
+    A batch also stops growing when its rows x longest (prompt + new tokens)
+    would pass ``max_tokens``: memory grows with that product, not with rows.
     """
     window = batch_size * SORT_WINDOW_BATCHES
     for start in range(0, len(jobs), window):
-        chunk = sorted(jobs[start:start + window], key=lambda job: -len(job.ids))
-        for offset in range(0, len(chunk), batch_size):
-            yield chunk[offset:offset + batch_size]
+        batch: list[_Job] = []
+        widest = 0
+        for job in sorted(jobs[start:start + window], key=lambda job: -len(job.ids)):
+            width = max(widest, len(job.ids) + job.max_new_tokens)
+            if batch and (len(batch) == batch_size or (max_tokens and (len(batch) + 1) * width > max_tokens)):
+                yield batch
+                batch, width = [], len(job.ids) + job.max_new_tokens
+            batch.append(job)
+            widest = width
+        if batch:
+            yield batch
 
 
 def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPicker, stream: bool,

@@ -41,6 +41,7 @@ class SummarizeParams:
     overflow: str = "chunk"
     batch_size: int = 8
     max_input_tokens: int | None = None  # read at most this many document tokens per call
+    max_batch_tokens: int | None = None  # see GenerationParams
 
     def validate(self) -> None:
         if self.length not in LENGTHS:
@@ -113,7 +114,8 @@ class Summarizer:
 
     def __post_init__(self) -> None:
         self.params.validate()
-        self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats)
+        self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats,
+                              max_batch_tokens=self.params.max_batch_tokens)
         self._counter = chunking.TokenCounter(self.lm.tokenizer)
         self.final_budget = self._budget("final", self.params.final_tokens)
         self.map_budget = self._budget("map", self.params.map_tokens)

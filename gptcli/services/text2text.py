@@ -59,6 +59,7 @@ class Runner:
     batch_size: int = 8
     generate_kwargs: dict = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
+    max_batch_tokens: int | None = None  # causal models: see GenerationParams
 
     @property
     def is_causal(self) -> bool:
@@ -83,7 +84,7 @@ class Runner:
 
         fitted = [fit_to_context(self.encode(r.text), self.lm.context_length, r.max_new_tokens, None,
                                  "a request") for r in requests]
-        params = GenerationParams(batch_size=self.batch_size)
+        params = GenerationParams(batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)
         return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens)
                 for c in generate(self.lm, fitted, params)]
 

@@ -28,6 +28,7 @@ class TranslateParams:
     batch_size: int = 8
     max_new_tokens: int | None = None  # per segment; None: twice its length plus a margin
     segment_tokens: int = SEGMENT_TOKENS
+    max_batch_tokens: int | None = None  # see GenerationParams
 
 
 @dataclass
@@ -66,7 +67,8 @@ class Translator:
 
     def translate(self, lines: Iterable[str]) -> Iterator[Translation]:
         """Translations of ``lines`` in order, one per line (blank for blank)."""
-        runner = Runner(self.lm, self.params.batch_size, self.route.generate_kwargs, self.stats)
+        runner = Runner(self.lm, self.params.batch_size, self.route.generate_kwargs, self.stats,
+                        self.params.max_batch_tokens)
         budget = self.segment_budget()
         counter = chunking.TokenCounter(self.lm.tokenizer)
         window: list[tuple[int, str]] = []
