@@ -141,3 +141,25 @@ def test_long_prompt_is_an_error_with_both_numbers_unless_truncated(tiny_llama):
     assert left.ids == ids[-len(left.ids):] and right.ids == ids[: len(right.ids)]
     assert len(left.ids) + left.max_new_tokens <= lm.context_length
     assert left.note and "cut" in left.note
+
+
+def test_reserved_kv_cache_only_for_full_attention_models(tiny_llama):
+    from types import SimpleNamespace
+
+    from transformers import MistralConfig
+
+    from gptcli.services.kvcache import ReservedCache, reserved_cache_for
+
+    lm = _load(tiny_llama)
+    cache = reserved_cache_for(lm.model, 40)
+    assert isinstance(cache, ReservedCache) and len(cache.layers) == lm.model.config.num_hidden_layers
+    sliding = SimpleNamespace(config=MistralConfig(num_hidden_layers=2, sliding_window=16))
+    assert reserved_cache_for(sliding, 40) is None
+    # Filled past what was reserved, a layer still grows and keeps every position.
+    import torch
+
+    layer = cache.layers[0]
+    first, second = torch.randn(2, 1, 30, 8), torch.randn(2, 1, 20, 8)
+    layer.update(first, first)
+    keys, _values = layer.update(second, second)
+    assert keys.shape[-2] == 50 == cache.get_seq_length() and torch.equal(keys, torch.cat([first, second], dim=-2))

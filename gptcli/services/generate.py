@@ -134,6 +134,8 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
                stats: GenerationStats) -> Iterator[TextChunk | Completion]:
     import torch
 
+    from gptcli.services.kvcache import reserved_cache_for
+
     model, tokenizer = lm.model, lm.tokenizer
     eos_ids = _eos_ids(lm)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (min(eos_ids) if eos_ids else 0)
@@ -144,10 +146,11 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
     history = input_ids
     step_ids = input_ids
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    cache = None
+    longest_new = max(job.max_new_tokens for job in batch)
+    cache = reserved_cache_for(model, input_ids.shape[1] + longest_new)  # None: the model's own kind
     started = time.perf_counter()
     with torch.inference_mode():
-        for step in range(max(job.max_new_tokens for job in batch)):
+        for step in range(longest_new):
             out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions,
                         past_key_values=cache, use_cache=True, **_last_logits_only(model))
             cache = out.past_key_values
