@@ -104,3 +104,25 @@ def test_inspect_marks_loss_tokens_and_trains_nothing(cli, tiny_llama, tmp_path,
     assert not (tmp_path / "out").exists()
     cut = cli("finetune", "--data", path, "--model", tiny_llama, "--inspect", "--max-length", "32")
     assert cut.exit_code == 0 and "3 training rows were longer than --max-length 32" in cut.stderr
+
+
+def test_training_loss_is_transformers_own_shifted_loss(tiny_llama):
+    """The loop's summed loss equals the model's own (mean) causal-LM loss times the tokens it counts."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from gptcli.finetune.loop import Trainer
+    from gptcli.models import LoadOptions, load_model
+    from gptcli.models.kinds import CAUSAL_LM
+
+    lm = load_model(LoadOptions(str(tiny_llama), dtype="float32"), accept=(CAUSAL_LM,), command="finetune")
+    ids = torch.tensor([[5, 17, 33, 41, 8, 9], [12, 7, 19, 3, 0, 0]])
+    labels = torch.tensor([[IGNORE, IGNORE, 33, 41, 8, 9], [IGNORE, 7, 19, 3, IGNORE, IGNORE]])
+    batch = {"inputs": {"input_ids": ids, "attention_mask": (labels != IGNORE) | (ids != 0)}, "labels": labels}
+    loop = SimpleNamespace(accelerator=SimpleNamespace(device=torch.device("cpu")), model=lm.model, classify=False)
+    with torch.no_grad():
+        ours, _ = Trainer._loss(loop, batch)
+        reference = lm.model(**batch["inputs"], labels=labels).loss
+    counted = int((labels[:, 1:] != IGNORE).sum())
+    assert ours.item() == pytest.approx(reference.item() * counted, rel=1e-5)
