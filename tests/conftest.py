@@ -94,3 +94,12 @@ def gptcli_command() -> list[str]:
 @pytest.fixture
 def subprocess_env(monkeypatch) -> dict:
     return dict(os.environ)
+
+
+def interruptible() -> None:
+    """preexec_fn for a child the test will Ctrl-C: a shell starts background jobs (`make test &`,
+    nohup) with SIGINT ignored, children inherit that, and Python then never raises
+    KeyboardInterrupt; the default disposition makes the test independent of how pytest was started."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import gptcli_command
+from tests.conftest import gptcli_command, interruptible
 
 
 def _run(args, **kw):
@@ -52,7 +52,8 @@ def test_ctrl_c_exits_130_and_keeps_finished_records(tiny_llama, tmp_path):
     out = tmp_path / "out.jsonl"
     args = ["generate", "--input", str(prompts), "-o", str(out), "-m", str(tiny_llama),
             "--max-new-tokens", "30", "--batch-size", "1"]
-    proc = subprocess.Popen(gptcli_command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(gptcli_command() + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     deadline = time.time() + 90
     while time.time() < deadline and (not out.exists() or out.read_text().count("\n") < 2):
         time.sleep(0.05)

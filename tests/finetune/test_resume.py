@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import gptcli_command
+from tests.conftest import gptcli_command, interruptible
 from tests.finetune.conftest import completion_rows, metrics, write_jsonl
 
 RUN = ("--max-steps", "24", "--batch-size", "4", "--max-length", "48", "--eval-every", "8", "--save-every", "4",
@@ -20,7 +20,7 @@ RUN = ("--max-steps", "24", "--batch-size", "4", "--max-length", "48", "--eval-e
 def start(args, out):
     env = dict(os.environ, OMP_NUM_THREADS="1")  # the same thread count in every run: same float sums
     return subprocess.Popen([*gptcli_command(), "finetune", *map(str, args), "-o", str(out)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=interruptible)
 
 
 def wait_for(path, process, seconds=120):
