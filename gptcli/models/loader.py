@@ -186,7 +186,7 @@ def _pack_4bit(model, location: str, options: LoadOptions, placement: Placement,
 
     count = int4.pack_stored_4bit_layers(model, Path(location)) if source.gguf is not None else 0
     if not count:
-        raise UsageError(f"--dtype int4 needs a 4-bit GGUF model (Q4_0, Q4_1, Q4_K, like the default); "
+        raise UsageError(f"--dtype int4 needs a 4-bit GGUF model (Q4_0, Q4_1, Q4_K, like the packaged SmolLM2); "
                          f"{source.spec} has no 4-bit layers: use --dtype auto")
     return f"; {count} linear layers kept 4-bit as in the GGUF"
 
