@@ -97,9 +97,10 @@ def with_auto_batch_size(params, lm, auto: bool, tokens_per_row: int):
     if not auto:
         return params
     params = replace(params, batch_size=auto_batch_size(lm, tokens_per_row))
-    if "max_batch_tokens" in {f.name for f in fields(params)}:
-        params = replace(params, max_batch_tokens=batch_token_budget(lm))
-    console.log(describe_auto_batch(params.batch_size, getattr(params, "max_batch_tokens", None)))
+    budget = batch_token_budget(lm) if "max_batch_tokens" in {f.name for f in fields(params)} else None
+    if budget:
+        params = replace(params, max_batch_tokens=budget)
+    console.log(describe_auto_batch(params.batch_size, budget))
     return params
 
 

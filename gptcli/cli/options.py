@@ -30,7 +30,7 @@ Device = Annotated[str, typer.Option(
     rich_help_panel=MODEL_PANEL, help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps.")]
 Dtype = Annotated[str, typer.Option(
     rich_help_panel=MODEL_PANEL,
-    help="auto, float32, bfloat16, float16 or int4. auto: bf16 on GPUs that have it, and on CPUs with native bf16. int4: a 4-bit GGUF model (the default) kept 4-bit on the CPU, about 1.8x faster one-at-a-time decoding.")]
+    help="auto, float32, bfloat16, float16 or int4. auto: bf16 on GPUs that have it, and on CPUs with native bf16. int4: a 4-bit GGUF model (like the packaged SmolLM2) kept 4-bit on the CPU, about 2x faster one-at-a-time decoding.")]
 TrustRemoteCode = Annotated[bool, typer.Option(
     "--trust-remote-code", rich_help_panel=MODEL_PANEL,
     help="Allow a model to run its own Python code. Off unless you trust the model.")]
