@@ -10,13 +10,22 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 def main(argv: list[str] | None = None) -> int:
     """Run gptcli with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    from gptcli import signals, textio
+
+    textio.configure_stdout()
+    previous_handlers = signals.install()
+    try:
+        return _run_app(argv)
+    finally:
+        signals.restore(previous_handlers)
+
+
+def _run_app(argv: list[str] | None) -> int:
     import typer
 
-    from gptcli import textio
     from gptcli.cli import app
     from gptcli.errors import GptcliError, OutputClosed
 
-    textio.configure_stdout()
     try:
         code = app(args=argv, prog_name="gptcli", standalone_mode=False)
     except GptcliError as exc:
@@ -61,8 +70,11 @@ def _fail(message: str, code: int) -> int:
 
 
 def _interrupted() -> int:
-    sys.stderr.write("gptcli: interrupted; results already written are kept (rerun to resume)\n")
-    return EXIT_INTERRUPTED
+    from gptcli import signals
+
+    how = "interrupted" if signals.exit_code() == EXIT_INTERRUPTED else f"stopped by {signals.name()}"
+    sys.stderr.write(f"gptcli: {how}; results already written are kept (rerun to resume)\n")
+    return signals.exit_code()
 
 
 def _silence_stdout() -> None:

@@ -1,0 +1,71 @@
+"""SIGTERM and SIGHUP end a run the way Ctrl-C does.
+
+A handler turns them into ``Terminated`` (a KeyboardInterrupt), so every clean-up
+written for Ctrl-C — whole records kept, finetune's checkpoint saved — runs for
+them too. ``__main__`` then exits with 128 + the signal's number.
+"""
+
+from __future__ import annotations
+
+import signal
+
+HANDLED = (signal.SIGTERM, signal.SIGHUP)
+
+received: int | None = None  # the first signal that ended this run (SIGINT included)
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM or SIGHUP."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def install() -> dict:
+    """Handle SIGTERM and SIGHUP like Ctrl-C; note SIGINT too, for the exit code.
+
+    Returns the handlers replaced, for ``restore`` (tests run gptcli in-process).
+    """
+    import threading
+
+    global received
+    received = None
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous  # handlers can only be set from the main thread (a server's workers)
+    for signum in HANDLED:
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            continue  # nohup: the user asked for this signal to be ignored
+        previous[signum] = signal.signal(signum, _raise_terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, _note_interrupt)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
+
+
+def _raise_terminated(signum, frame) -> None:
+    global received
+    if received is not None:
+        return  # already ending: let the clean-up (a checkpoint being written) finish
+    received = signum
+    raise Terminated(signum)
+
+
+def _note_interrupt(signum, frame) -> None:
+    global received
+    received = received or signum
+    raise KeyboardInterrupt
+
+
+def exit_code() -> int:
+    """130 for Ctrl-C, 128 + n for the other signals."""
+    return 128 + (received or signal.SIGINT)
+
+
+def name() -> str:
+    return signal.Signals(received or signal.SIGINT).name
