@@ -58,6 +58,7 @@ def classify(
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Classify texts into labels; print the label of each, one line per input.
 
@@ -84,10 +85,13 @@ def classify(
                             batch_size or 1, prompt=prompt, hypothesis_template=hypothesis_template,
                             label_template=label_template)
     check_params(params)
-    common.check_batch_args(text, input_file, output)
+    common.check_batch_args(text, input_file, output, (labels_file,))
     items = _read_items(text, input_file)
-    _Run(params, batch_size == 0, json_output, output, stats).execute(
-        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
+    load_options = _load_options(model, device, dtype, trust_remote_code, allow_pickle)
+    settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
+                                   multi_label=multi_label, threshold=params.threshold, prompt=prompt,
+                                   hypothesis_template=hypothesis_template, label_template=label_template)
+    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(items, load_options)
 
 
 def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:

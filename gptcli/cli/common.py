@@ -31,11 +31,46 @@ def single_text(argument: str | None, what: str = "prompt") -> str:
     return text
 
 
-def check_batch_args(argument: str | None, input_file: str | None, output: str | None) -> None:
+def check_batch_args(argument: str | None, input_file: str | None, output: str | None,
+                     other_inputs: tuple[str | None, ...] = ()) -> None:
+    """Refuse an argument with --input, and an --output that cannot be right (one of the inputs ...)."""
+    from gptcli.outputs import check_output_path
+
     if input_file is not None and argument is not None:
         raise UsageError("give either a text argument or --input FILE, not both")
     if output is not None:
-        textio.check_output_path(output, [input_file] if input_file else [])
+        check_output_path(output, [input_file, *other_inputs])
+
+
+def run_settings(output: str | None, model: str | None, adapter: str | None = None, **options) -> dict:
+    """What makes the results of this run what they are, for the --output file's run record:
+    the model (by identity, not only by name) and the options that change results, by flag name.
+    Empty without --output: nothing to compare then."""
+    if output is None:
+        return {}
+    from gptcli.models.identity import model_identity
+
+    settings = {"--model": model_identity(model, adapter)}
+    settings.update({"--" + name.replace("_", "-"): _plain(value) for name, value in options.items()})
+    return settings
+
+
+def _plain(value):
+    """An option's value as JSON keeps it (enums by value, tuples as lists)."""
+    if hasattr(value, "value"):
+        return value.value
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def run_record(command: str, settings: dict, items: list):
+    """The RunRecord of this run: its command, settings, and a digest of each item (its text and
+    the fields carried into its result)."""
+    from gptcli.outputs import RunRecord, input_digest, input_key
+
+    return RunRecord(command, settings, {input_key(item.id): input_digest(
+        {"text": getattr(item, "text", None), "fields": item.fields}) for item in items})
 
 
 @dataclass
@@ -56,6 +91,8 @@ class TaskRun:
     json_output: bool
     output: str | None
     show_stats: bool
+    settings: dict = field(default_factory=dict)  # see run_settings
+    overwrite: bool = False
 
     command = ""  # the subcommand, for the loader's messages
     unit = "input"  # what one item is, for "nothing to do"
@@ -72,7 +109,8 @@ class TaskRun:
         from gptcli.models import load_model
 
         clock = RunClock()
-        with ResultSink(self.output, self.json_output) as sink:
+        run = run_record(self.command, self.settings, items)
+        with ResultSink(self.output, self.json_output, run, overwrite=self.overwrite) as sink:
             todo = pending(items, lambda id_: sink.is_done((id_,)), self.unit)
             if todo:
                 lm = load_model(load_options, accept=self.accepts(), command=self.command)

@@ -59,6 +59,7 @@ def generate(
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Generate text from a prompt, from stdin, or from a batch file.
 
@@ -78,9 +79,14 @@ def generate(
     _validate(params, max_new_tokens)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file)
+    settings = common.run_settings(output, model, adapter, dtype=dtype, system=system, raw=raw, truncate=truncate,
+                                   max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                   top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                   no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=params.stop,
+                                   num_samples=num_samples)
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
-               json_output, output, stats)
+               json_output, output, stats, settings, overwrite)
     run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
 
 
@@ -154,13 +160,16 @@ class _Run:
     json_output: bool
     output: str | None
     show_stats: bool
+    settings: dict
+    overwrite: bool
 
     def execute(self, items: list[Item], load_options) -> None:
         from gptcli.models import load_model
         from gptcli.models.kinds import CAUSAL_LM
 
         clock = common.RunClock()
-        sink = _Sink(self.output, self.json_output, self.params.num_samples)
+        run = common.run_record("generate", self.settings, items)
+        sink = _Sink(self.output, self.json_output, self.params.num_samples, run, self.overwrite)
         try:
             todo = common.pending(items, sink.is_done, "input")
             if not todo:
@@ -209,10 +218,10 @@ class _Run:
 class _Sink:
     """generate's view of the shared ResultSink: streaming, -n samples, and limit warnings."""
 
-    def __init__(self, output: str | None, json_output: bool, num_samples: int):
+    def __init__(self, output: str | None, json_output: bool, num_samples: int, run, overwrite: bool):
         from gptcli.cli.sink import ResultSink
 
-        self.results = ResultSink(output, json_output, ("id", "sample"))
+        self.results = ResultSink(output, json_output, run, ("id", "sample"), overwrite)
         self.num_samples = num_samples
         self.streamed = False
         self.length_stops = 0

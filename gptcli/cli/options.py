@@ -57,3 +57,7 @@ BatchSize = Annotated[int, typer.Option(
 Stats = Annotated[bool, typer.Option(
     "--stats", rich_help_panel=OUTPUT_PANEL,
     help="Print load time, time to first token, tokens/s and peak memory to stderr.")]
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", rich_help_panel=OUTPUT_PANEL,
+    help="Replace the results in --output (a results file gptcli wrote) instead of resuming them. "
+         "A file gptcli did not write is never overwritten.")]

@@ -13,15 +13,19 @@ from gptcli import console, textio
 class ResultSink:
     """Writes one result at a time, in the order given, flushed at once.
 
-    With an --output file, results whose key is already in it (from an earlier,
-    interrupted run) are skipped: ``is_done`` tells the caller which inputs to
+    With an --output file (see ``gptcli.outputs``: owned, locked, checked against
+    ``run``, the RunRecord of this run), results whose key is already in it (from an
+    earlier, interrupted run of the same command) are skipped: ``is_done`` tells the caller which inputs to
     leave out, and ``emit`` never writes a key twice.
     """
 
-    def __init__(self, output: str | None, json_output: bool, key_fields: tuple[str, ...] = ("id",)):
+    def __init__(self, output: str | None, json_output: bool, run=None, key_fields: tuple[str, ...] = ("id",),
+                 overwrite: bool = False):
+        from gptcli.outputs import open_result_file
+
         self.json_output = json_output
         self.key_fields = key_fields
-        self.file = textio.open_result_file(output, key_fields) if output else None
+        self.file = open_result_file(output, key_fields, run, overwrite) if output else None
         if self.file is not None and self.file.dropped_torn_line:
             console.warn(f"{output}: dropped a torn last line left by an interrupted run")
         if self.file is not None and self.file.done:

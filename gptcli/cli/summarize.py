@@ -68,6 +68,7 @@ def summarize(
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Summarize a document, stdin, or a batch file: one summary per document.
 
@@ -87,7 +88,10 @@ def summarize(
     params.validate()
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
-    _Run(params, batch_size == 0, json_output, output, stats, batch_input=input_file is not None).execute(
+    settings = common.run_settings(output, model, dtype=dtype, length=length, max_new_tokens=max_new_tokens,
+                                   overflow=overflow, max_input_tokens=max_input_tokens)
+    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite,
+         batch_input=input_file is not None).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 

@@ -53,6 +53,7 @@ def translate(
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
+    overwrite: opt.Overwrite = False,
 ) -> None:
     """Translate text line by line: N lines in, N lines out, blank lines kept.
 
@@ -73,7 +74,9 @@ def translate(
     common.check_batch_args(text, input_file, output)
     params = TranslateParams(to, source, batch_size or 1, max_new_tokens)
     items = _read_items(text, input_file)
-    _Run(params, batch_size == 0, json_output, output, stats).execute(
+    settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
+                                   **{"from": source})
+    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 

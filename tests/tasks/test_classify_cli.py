@@ -71,18 +71,21 @@ def test_jsonl_input_carries_ids_and_fields_and_output_resumes(cli, embedder, tm
     source = tmp_path / "in.jsonl"
     rows = [{"id": f"r{i}", "text": text, "lang": "en"} for i, text in
             enumerate(["red house", "blue river", "two dogs", "red house"])]
-    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out.jsonl"
-    first = json.dumps({"id": "r0", "text": "red house", "lang": "en", "label": "red house", "scores": {}})
-    out.write_text(first + "\n" + '{"id": "r1", "te')  # an earlier run: one result and a torn line
     args = ["classify", "--input", source, "--output", out, "--labels", "red house,blue river,two dogs",
             "-m", embedder, *EXACT]
+    source.write_text(json.dumps(rows[0]) + "\n")  # an earlier run: one result, then a torn line
+    assert cli(*args).exit_code == 0
+    first = out.read_text()
+    with open(out, "a") as handle:
+        handle.write('{"id": "r1", "te')
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     result = cli(*args)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout == ""
+    assert result.stdout == "" and "torn" in result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["r0", "r1", "r2", "r3"]
-    assert records[0]["scores"] == {}  # kept, not redone
+    assert out.read_text().startswith(first)  # kept, not redone
     assert [r["label"] for r in records[1:]] == ["blue river", "two dogs", "red house"]
     assert all(r["lang"] == "en" for r in records)
     again = cli(*args)

@@ -114,11 +114,14 @@ def test_cli_summarizes_stdin_as_one_document(cli, tiny_bart):
 
 def test_cli_batch_carries_fields_and_resumes(cli, tiny_bart, tmp_path):
     source = tmp_path / "docs.jsonl"
-    source.write_text("\n".join(json.dumps({"id": f"d{i}", "topic": "t", "text": f"the sun is red {i}."})
-                                for i in range(3)) + "\n")
+    docs = [json.dumps({"id": f"d{i}", "topic": "t", "text": f"the sun is red {i}."}) for i in range(3)]
     out = tmp_path / "out.jsonl"
-    out.write_text(json.dumps({"id": "d0", "summary": "kept"}) + "\n")  # as an interrupted run left it
-    result = cli("summarize", "--input", source, "--output", out, "--model", tiny_bart, "--max-new-tokens", "3")
+    args = ("summarize", "--input", source, "--output", out, "--model", tiny_bart, "--max-new-tokens", "3")
+    source.write_text(docs[0] + "\n")  # an earlier run that did the first document
+    assert cli(*args).exit_code == 0
+    out.write_text(json.dumps({**json.loads(out.read_text()), "summary": "kept"}) + "\n")
+    source.write_text("\n".join(docs) + "\n")
+    result = cli(*args)
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == ["d0", "d1", "d2"] and records[0]["summary"] == "kept"

@@ -146,7 +146,8 @@ def test_cli_json_output_and_resume(cli, marian_en_de, tmp_path):
     first = cli("translate", "--input", source, "--to", "de", "--model", marian_en_de, "--max-new-tokens", "3",
                 "--output", out, "--stats")
     assert first.exit_code == 0 and "3 lines" in first.stderr
-    again = cli("translate", "--input", source, "--to", "de", "--model", marian_en_de, "--output", out)
+    again = cli("translate", "--input", source, "--to", "de", "--model", marian_en_de, "--max-new-tokens", "3",
+                "--output", out)
     assert again.exit_code == 0 and "nothing to do" in again.stderr
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in records] == [1, 2, 3] and records[1]["translation"] == ""

@@ -1,0 +1,280 @@
+"""--output files: whose they are, which run made them, one writer at a time, whole records.
+
+The reading side of user data is ``textio``; this is its writing side for --output.
+
+- Ownership: gptcli writes its results only into a file that is new, empty, or one it
+  wrote itself. It knows its own by the run record beside it (``NAME.gptcli.json``).
+  Anything else is refused and left byte for byte as it was, ``--overwrite`` or not.
+- Identity: the run record holds what produced the results (command, model, the
+  options that change outputs, a digest of each input). A rerun continues only the
+  same run; otherwise it is refused, naming what changed.
+- One writer: the results file is locked (flock) while a run writes it.
+- Whole records: each record is appended in one go and cut back if the write fails
+  or is interrupted; a torn last line is dropped only when it is a gptcli record.
+- FIFOs, /dev/stdout and other non-regular files are write-only streams: no resume.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import GptcliError, InputError, UsageError
+
+RUN_RECORD_SUFFIX = ".gptcli.json"
+RECORD_START = b'{"id": '  # every result record gptcli writes starts so (the id comes first)
+FORMAT = 1
+
+
+@dataclass
+class RunRecord:
+    """What produced the results of an --output file.
+
+    ``settings``: the model and every option that changes the results, by option name.
+    ``inputs``: the digest of each input, keyed by its id in JSON (1 and "1" differ).
+    """
+
+    command: str
+    settings: dict
+    inputs: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"gptcli_run": FORMAT, "command": self.command, "pid": os.getpid(),
+                "settings": self.settings, "inputs": self.inputs}
+
+
+def input_digest(fields: dict) -> str:
+    """A digest of one input's fields (its text and what is carried into its result)."""
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def input_key(item_id: Any) -> str:
+    return json.dumps(item_id)
+
+
+def run_record_path(output: Path) -> Path:
+    return output.with_name(output.name + RUN_RECORD_SUFFIX)
+
+
+# ---------------------------------------------------------------- checks before any model loads
+
+
+def check_output_path(output: str, inputs: list[str | None]) -> None:
+    """Refuse an --output in a missing folder, that is a folder, or that is one of the run's inputs."""
+    out = Path(output).expanduser()
+    if out.name.endswith(RUN_RECORD_SUFFIX):
+        raise UsageError(f"--output {output} is a gptcli run record, not a results file; "
+                         f"give the results file's name")
+    if not out.parent.exists():
+        raise UsageError(f"--output {output}: the folder {out.parent} does not exist; create it first")
+    if out.is_dir():
+        raise UsageError(f"--output {output} is a folder; give a file name such as {output.rstrip('/')}/out.jsonl")
+    if not out.exists() or _is_stream(out):
+        return
+    for given in inputs:
+        if given and given != "-" and Path(given).expanduser().exists() \
+                and os.path.samefile(out, Path(given).expanduser()):
+            raise UsageError(f"--output {output} is the input file {given} of this run; "
+                             f"write the results to another file")
+
+
+def _is_stream(path: Path) -> bool:
+    """A FIFO, a terminal, /dev/stdout ...: written as a stream, never scanned for resuming."""
+    if str(path).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        return not stat.S_ISREG(path.stat().st_mode)
+    except OSError:
+        return False
+
+
+# ---------------------------------------------------------------- the results file
+
+
+@dataclass
+class ResultFile:
+    """An --output file, open for appending after the records already done, locked."""
+
+    path: Path
+    handle: Any
+    done: set = field(default_factory=set)
+    dropped_torn_line: bool = False
+    resumable: bool = True
+
+    def write(self, obj: dict) -> None:
+        """Append one record whole; on failure or interruption cut the file back to whole records."""
+        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        good = self.handle.tell() if self.resumable else None
+        try:
+            view = memoryview(data)
+            while view:  # an unbuffered write may take only part of the bytes
+                view = view[self.handle.write(view):]
+        except OSError as exc:
+            self._cut_back(good)
+            raise GptcliError(f"cannot write to {self.path}: {exc.strerror}; the records before "
+                              f"this one are saved, rerun to continue") from None
+        except BaseException:  # Ctrl-C, SIGTERM mid-record: keep only whole records
+            self._cut_back(good)
+            raise
+
+    def _cut_back(self, size: int | None) -> None:
+        if size is None:
+            return
+        try:
+            self.handle.truncate(size)
+        except OSError:
+            pass  # a torn last line is still dropped by the next run
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def open_result_file(output: str, key_fields: tuple[str, ...], run: RunRecord,
+                     overwrite: bool = False) -> ResultFile:
+    """Open --output for this run: new, or resuming (or, with ``overwrite``, replacing) its own results.
+
+    Raises:
+        UsageError: the file is not gptcli's, holds another run's results, or another
+            process is writing it.
+    """
+    path = Path(output).expanduser()
+    if _is_stream(path):
+        return ResultFile(path, _open(path, output, os.O_WRONLY | os.O_APPEND), resumable=False)
+    record_path = run_record_path(path)
+    saved = _check_owner(path, output, record_path)
+    handle = _open_locked(path, output, record_path)
+    try:
+        saved = _read_run_record(record_path) or saved  # as the last writer left it, now that we hold the lock
+        result = ResultFile(path, handle)
+        if overwrite:
+            handle.truncate(0)
+        elif path.stat().st_size:
+            _check_same_run(saved, run, output)
+            _resume(result, key_fields, run, saved, output)
+        _write_run_record(record_path, run)
+        return result
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _check_owner(path: Path, output: str, record_path: Path) -> dict | None:
+    """The saved run record; refuses a non-empty file that has none (gptcli did not write it)."""
+    saved = _read_run_record(record_path)
+    if not path.exists() or saved is not None or path.stat().st_size == 0:
+        return saved
+    raise UsageError(f"--output {output} exists and was not written by gptcli (there is no "
+                     f"{record_path.name} beside it); it was left as it is: give a new --output "
+                     f"file, or move this one aside")
+
+
+def _read_run_record(record_path: Path) -> dict | None:
+    try:
+        saved = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("gptcli_run") == FORMAT else None
+
+
+def _open(path: Path, output: str, flags: int):
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        raise UsageError(f"--output {output}: cannot open for writing ({exc.strerror})") from None
+    # Unbuffered: each record reaches the file whole when write returns, and nothing is
+    # left in a buffer to fail again (or be lost) at close.
+    return os.fdopen(fd, "ab", buffering=0)
+
+
+def _open_locked(path: Path, output: str, record_path: Path):
+    handle = _open(path, output, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        handle.close()
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+            raise UsageError(f"--output {output}: cannot lock ({exc.strerror})") from None
+        holder = (_read_run_record(record_path) or {}).get("pid")
+        who = f"another gptcli process (pid {holder})" if holder else "another gptcli process"
+        raise UsageError(f"--output {output} is being written by {who}; wait for it to finish, "
+                         f"or give another --output") from None
+    return handle
+
+
+def _check_same_run(saved: dict | None, run: RunRecord, output: str) -> None:
+    fix = "give a new --output, or add --overwrite to replace its results"
+    if saved is None:
+        return  # an empty file adopted: nothing to compare
+    if saved.get("command") != run.command:
+        raise UsageError(f"--output {output} holds results of `gptcli {saved.get('command')}`, not "
+                         f"`gptcli {run.command}`; {fix}")
+    before = saved.get("settings") or {}
+    for name in sorted(set(before) | set(run.settings)):
+        if before.get(name) != run.settings.get(name):
+            raise UsageError(f"--output {output} holds results of another run: {name} was "
+                             f"{_shown(before.get(name))}, now {_shown(run.settings.get(name))}; {fix}")
+
+
+def _shown(value: Any) -> str:
+    return "not given" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def _resume(result: ResultFile, key_fields: tuple[str, ...], run: RunRecord, saved: dict | None,
+            output: str) -> None:
+    done, good_length, torn = _scan(result.path, key_fields, output)
+    made_from = (saved or {}).get("inputs") or {}
+    for key in done:
+        name = input_key(key[0])
+        if name not in run.inputs or (saved is not None and made_from.get(name) != run.inputs[name]):
+            where = "is no longer in the input" if name not in run.inputs else "has changed since"
+            raise UsageError(f"--output {output} holds a result for id {key[0]!r}, whose input {where}; "
+                             f"give a new --output, or add --overwrite to replace its results")
+    if torn:
+        result.handle.truncate(good_length)
+    result.done, result.dropped_torn_line = done, torn
+
+
+def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[set, int, bool]:
+    """The keys of the whole records, the length they take, and whether a torn record follows."""
+    done: set = set()
+    good = 0
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.endswith(b"\n"):
+                if raw.startswith(RECORD_START):
+                    return done, good, True  # the writer died before the newline
+                raise _not_a_record(output, number)
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise _not_a_record(output, number) from None
+            if not isinstance(obj, dict) or "id" not in obj:
+                raise _not_a_record(output, number)
+            done.add(tuple(obj.get(name) for name in key_fields))
+            good += len(raw)
+    return done, good, False
+
+
+def _not_a_record(output: str, number: int) -> InputError:
+    return InputError(f"--output {output}:{number}: not a gptcli result record (was the file edited?); "
+                      f"it was left as it is: give a new --output, or add --overwrite to replace its results")
+
+
+def _write_run_record(record_path: Path, run: RunRecord) -> None:
+    """Replace the run record atomically: a crash leaves the old one or the new one, whole."""
+    temp = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
+    try:
+        temp.write_text(json.dumps(run.to_json()), encoding="utf-8")
+        os.replace(temp, record_path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise GptcliError(f"cannot write {record_path}: {exc.strerror}; free some space or make "
+                          f"the folder writable, then rerun") from None
