@@ -239,12 +239,18 @@ CHECKS = {TEXT: _check_text, PROMPT_COMPLETION: _check_prompt_completion, MESSAG
           INSTRUCTION: _check_instruction, LABELLED: _check_labelled}
 
 
+def eval_fraction_for(count: int, fraction: float | None) -> float:
+    """The share held out for eval: ``fraction`` as given, else 10% when there are 20 rows or more."""
+    if fraction is None:
+        return 0.1 if count >= 20 else 0.0
+    return fraction
+
+
 def split_rows(rows: list[Row], fraction: float | None, seed: int) -> tuple[list[Row], list[Row]]:
-    """Hold out an eval split: ``fraction`` of the rows, or 10% when there are 20 rows or more."""
+    """Hold out an eval split: ``fraction`` of the rows (None: see ``eval_fraction_for``)."""
     import random
 
-    if fraction is None:
-        fraction = 0.1 if len(rows) >= 20 else 0.0
+    fraction = eval_fraction_for(len(rows), fraction)
     count = int(round(len(rows) * fraction))
     if fraction > 0 and count == 0:
         count = 1

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptcli import console
-from gptcli.errors import UsageError
+from gptcli.errors import GptcliError, UsageError
 from gptcli.finetune import checkpoint
 from gptcli.finetune.config import TrainConfig
 from gptcli.finetune.tokens import IGNORE, Example, pack
@@ -33,6 +33,7 @@ class Summary:
     first_eval: dict | None = None
     stopped_early: bool = False
     evals: list[dict] = field(default_factory=list)
+    used: dict = field(default_factory=dict)  # the values the "auto" and 0 settings turned into
 
 
 class Batches:
@@ -113,8 +114,10 @@ class Trainer:
         return self.accelerator.unwrap_model(self.model)
 
     def train(self) -> Summary:
-        if self.config.resume:
+        if self.config.resume and checkpoint.latest(self.out) is not None:
             self._resume()
+        elif self.config.resume:
+            self._info(f"no checkpoint in {self.out} yet: starting from step 0")
         metrics = _MetricsFile(self.out / "metrics.jsonl", self.state["metrics_bytes"], self.main)
         summary = Summary(0, self.total, 0.0, 0)
         try:
@@ -136,6 +139,7 @@ class Trainer:
             self.state.update(step=step + 1, tokens=self.state["tokens"] + tokens,
                               seconds=time.perf_counter() - started)
             record = self._log(step + 1, loss, metrics)
+            self._check_finite("training loss", loss, step + 1)
             bar.advance(description=f"loss {loss:.4f} · lr {record['learning_rate']:.1e} · "
                                     f"{record['tokens_per_second']:.0f} tok/s")
             if self.evals and ((step + 1) % self.every["eval"] == 0 or step + 1 == self.total):
@@ -193,6 +197,7 @@ class Trainer:
         result = self._eval_metrics()
         result["step"] = step
         metrics.write(result)
+        self._check_finite("eval loss", result["eval_loss"], step)
         line = f"eval at step {step}: loss {result['eval_loss']:.4f}, perplexity {result['eval_perplexity']:.2f}"
         if "eval_accuracy" in result:
             line += f", accuracy {result['eval_accuracy']:.3f}"
@@ -253,10 +258,34 @@ class Trainer:
             return False
         return bool(self.config.save_every) or time.monotonic() - self._last_save >= AUTO_SAVE_SECONDS
 
+    def _check_finite(self, what: str, value: float, step: int) -> None:
+        """Stop a run whose loss overflowed: every later step, and the saved model, would be NaN.
+
+        Raises:
+            GptcliError: naming the step and the fix.
+        """
+        if not math.isfinite(value):
+            self._diverged(f"the {what} at step {step} is {value}")
+
+    def _diverged(self, what: str) -> None:
+        # The checkpoints keep the old learning rate (optimizer and scheduler state): a lower one
+        # needs a fresh start, which a folder holding checkpoints refuses without --resume.
+        where = " in a new --output" if checkpoint.latest(self.out) else ""
+        raise GptcliError(f"training diverged: {what}, so no model was saved; lower --learning-rate "
+                          f"(it was {self.config.learning_rate:g}) and start again{where}")
+
+    def _weights_finite(self) -> bool:
+        import torch
+
+        params = [p.detach() for p in self.unwrapped().parameters() if p.requires_grad]
+        return bool(torch.stack([torch.isfinite(p).all() for p in params]).all()) if params else True
+
     def _checkpoint(self, metrics: "_MetricsFile", rng: dict | None = None) -> None:
         self._last_save = time.monotonic()
         if not self.main:
             return
+        if not self._weights_finite():  # a step's loss was finite, but its update overflowed
+            self._diverged(f"the trainable weights at step {self.state['step']} are not finite")
         self.state["metrics_bytes"] = metrics.size()
         checkpoint.save(self.out, self.state["step"], self.unwrapped(), self.optimizer, self.scheduler,
                         rng or checkpoint.rng_state(), self.state)
@@ -278,6 +307,9 @@ class Trainer:
         summary.steps, summary.seconds, summary.tokens = self.state["step"], self.state["seconds"], self.state["tokens"]
         summary.best_step, summary.best_eval = self.state["best_step"], self.state.get("best_eval")
         summary.first_eval = self.state["first_eval"]
+        summary.used = {"eval_every": self.every["eval"] if self.evals else 0,
+                        "log_every": self.every["log"], "mixed_precision": self.accelerator.mixed_precision,
+                        "device": str(self.accelerator.device)}
         return summary
 
     def _info(self, line: str) -> None:
@@ -305,7 +337,9 @@ class _MetricsFile:
 
     def write(self, record: dict) -> None:
         if self._handle is not None:
-            self._handle.write(json.dumps(record) + "\n")
+            # JSON has no NaN or Infinity: a diverged value is written as null, so every line parses.
+            clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
+            self._handle.write(json.dumps(clean, allow_nan=False) + "\n")
             self._handle.flush()
 
     def size(self) -> int:

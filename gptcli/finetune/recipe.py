@@ -35,20 +35,23 @@ class Prepared:
     train: list[fmt.Row]
     eval: list[fmt.Row]
     labels: list[str] = field(default_factory=list)
+    eval_fraction: float | None = None  # the share held out of --data (None: a separate --eval-data)
 
 
 def prepare(config: TrainConfig) -> Prepared:
     """Read and validate the data and the options that depend on this machine. No model yet."""
     rows = fmt.load_rows(config.data, config.task)
+    fraction = None
     if config.eval_data:
         train, evals = rows, fmt.load_rows(config.eval_data, config.task)
     else:
-        train, evals = fmt.split_rows(rows, config.eval_fraction, config.seed)
+        fraction = fmt.eval_fraction_for(len(rows), config.eval_fraction)
+        train, evals = fmt.split_rows(rows, fraction, config.seed)
     labels = fmt.labels_of(train) if config.task == "classify" else []
     if config.task == "classify" and len(labels) < 2:
         raise UsageError(f"{config.data}: --task classify needs at least two different labels, found {labels}")
     check_machine(config)
-    return Prepared(train, evals, labels)
+    return Prepared(train, evals, labels, fraction)
 
 
 def check_machine(config: TrainConfig) -> None:
@@ -78,7 +81,10 @@ def run(config: TrainConfig, inspect: bool = False) -> Path | None:
         _inspect(config, prepared)
         return None
     if config.num_processes > 1 and "LOCAL_RANK" not in os.environ:
-        return launch(config)
+        from gptcli.finetune import folder
+
+        with folder.claimed(Path(config.output).expanduser(), config.resume):  # held for the children
+            return launch(config)
     return train(config, prepared)
 
 
@@ -116,14 +122,30 @@ def launch(config: TrainConfig) -> Path:
                    "--config", str(path)]
         console.log("launching: " + " ".join(command))
         process = subprocess.Popen(command, env=_child_environment(config))
-        try:
-            code = process.wait()
-        except KeyboardInterrupt:
-            process.wait()  # the children got the Ctrl-C too: let them save their checkpoint
-            raise
+        code = _wait_for(process)
     if code != 0:
         raise GptcliError(f"a training process failed (exit code {code}); see its message above")
     return Path(config.output)
+
+
+def _wait_for(process) -> int:
+    """The launcher's exit code; on a signal, the children save their checkpoint before we go.
+
+    Ctrl-C in a terminal reaches the whole process group, so torchrun already has it. SIGTERM
+    and SIGHUP were sent to this process only: pass them on (torchrun forwards them to the
+    training processes, which checkpoint as on Ctrl-C), then wait for it to finish.
+    """
+    from gptcli import signals
+
+    try:
+        return process.wait()
+    except signals.Terminated as stop:
+        process.send_signal(stop.signum)
+        process.wait()
+        raise
+    except KeyboardInterrupt:
+        process.wait()
+        raise
 
 
 def _child_environment(config: TrainConfig) -> dict:
@@ -134,7 +156,10 @@ def _child_environment(config: TrainConfig) -> dict:
     """
     import torch
 
+    from gptcli.finetune import folder
+
     env = dict(os.environ)
+    env[folder.HELD_BY_PARENT] = str(Path(config.output).expanduser().resolve())
     if config.device == "cpu" or not torch.cuda.is_available():
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif config.num_processes > torch.cuda.device_count():
@@ -221,18 +246,31 @@ def train(config: TrainConfig, prepared: Prepared) -> Path | None:
     """Setup, train and save in this process (one of several under a launcher)."""
     import warnings
 
-    from accelerate.utils import set_seed
-
-    from gptcli.finetune.loop import Trainer
-
     # peft calls a transformers property deprecated in v5; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     accelerator = make_accelerator(config)
     if not accelerator.is_main_process:
         console.set_verbose(False)
-    out = _output_folder(config)
-    accelerator.wait_for_everyone()  # every process checked the folder before any writes to it
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(config.output).expanduser()
+    with _claimed(out, config, accelerator):
+        accelerator.wait_for_everyone()  # the main process holds the folder before any process uses it
+        return _train_in(config, prepared, accelerator, out)
+
+
+def _claimed(out: Path, config: TrainConfig, accelerator):
+    """The main process locks and prepares the output folder; the others follow it."""
+    import contextlib
+
+    from gptcli.finetune import folder
+
+    return folder.claimed(out, config.resume) if accelerator.is_main_process else contextlib.nullcontext()
+
+
+def _train_in(config: TrainConfig, prepared: Prepared, accelerator, out: Path) -> Path | None:
+    from accelerate.utils import set_seed
+
+    from gptcli.finetune.loop import Trainer
+
     set_seed(config.seed)  # LoRA's initial weights come from here
     lm = load_base(config, prepared.labels)
     train_set = encode(config, prepared.train, lm.tokenizer, prepared.labels)
@@ -251,17 +289,3 @@ def train(config: TrainConfig, prepared: Prepared) -> Path | None:
         save_output(config, prepared, lm, trainer, summary, out)
     accelerator.wait_for_everyone()
     return out if accelerator.is_main_process else None
-
-
-def _output_folder(config: TrainConfig) -> Path:
-    from gptcli.finetune import checkpoint
-
-    out = Path(config.output).expanduser()
-    if out.is_file():
-        raise UsageError(f"--output {config.output} is a file; give a folder name")
-    if config.resume and checkpoint.latest(out) is None:
-        raise UsageError(f"--resume: no checkpoint in {out}/checkpoints; run without --resume to start")
-    if not config.resume and out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"--output {config.output} is not empty; add --resume to continue its run, "
-                         f"or choose a new folder")
-    return out

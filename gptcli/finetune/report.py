@@ -19,10 +19,12 @@ def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def write_report(out: Path, config: TrainConfig, lm, prepared, summary) -> None:
+def write_report(out: Path, config: TrainConfig, lm, prepared, summary, into: Path | None = None) -> None:
+    """loss.png and README.md from the metrics in ``out``, written into ``into`` (default: ``out``)."""
+    into = into or out
     records = read_metrics(out)
-    plot_losses(records, out / "loss.png")
-    (out / "README.md").write_text(model_card(config, lm, prepared, summary), encoding="utf-8")
+    plot_losses(records, into / "loss.png")
+    (into / "README.md").write_text(model_card(config, lm, prepared, summary), encoding="utf-8")
 
 
 def plot_losses(records: list[dict], path: Path) -> None:
@@ -58,8 +60,25 @@ def model_card(config: TrainConfig, lm, prepared, summary) -> str:
              f"- training: `{config.data}`, {len(prepared.train)} rows ({prepared.train[0].format} format)",
              f"- eval: {_eval_source(config, prepared)}", ""]
     lines += _results(summary) + _usage(config) + ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in config.to_dict().items() if key not in ("data", "output")]
+    lines += [f"| {key} | {value} |" for key, value in used_settings(config, prepared, summary).items()
+              if key not in ("data", "output")]
     return "\n".join(lines) + "\n"
+
+
+def used_settings(config: TrainConfig, prepared, summary) -> dict:
+    """The settings as the run used them: a default model or held-out share, and 0 or "auto"
+    settings, show what they turned into, marked "(auto)"."""
+    from gptcli.finetune.save import base_spec
+
+    given = config.to_dict()
+    chosen = dict(summary.used, model=base_spec(config))
+    if not config.eval_data:
+        chosen["eval_fraction"] = prepared.eval_fraction
+    settings = {}
+    for key, value in given.items():
+        used = chosen.get(key, value)
+        settings[key] = used if used == value or value not in (None, 0, "auto") else f"{used} (auto)"
+    return settings
 
 
 def _method(config: TrainConfig) -> str:

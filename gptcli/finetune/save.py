@@ -1,35 +1,105 @@
 """The output folder: best weights (adapter and/or merged model), tokenizer, config, report.
 
-Everything here runs in the main process only, after training.
+Everything here runs in the main process only, after training. It is all written into
+a temporary folder inside the output first and renamed into place once complete, so
+a full disk or a kill never leaves half a model that later commands would load.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 from gptcli import console
-from gptcli.finetune import checkpoint, report
+from gptcli.errors import GptcliError
+from gptcli.finetune import checkpoint, folder, report
 from gptcli.finetune.config import TrainConfig
+
+CARD = "README.md"  # renamed in last: a model card means the rest is in place
 
 
 def save_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path) -> None:
-    """Write the best weights and everything that describes them into ``out``."""
+    """Write the best weights and everything that describes them into ``out``, atomically.
+
+    Raises:
+        GptcliError: the disk is full or not writable; the output is left as it was.
+    """
+    temp = out / f"{folder.FINAL_TEMP}{os.getpid()}"
+    shutil.rmtree(temp, ignore_errors=True)
+    try:
+        temp.mkdir()
+        _write_output(config, prepared, lm, trainer, summary, out, temp)
+        _match_umask(temp)
+        names = _move_into(temp, out)
+    except Exception as exc:  # safetensors reports a full disk as its own SafetensorError, torch as RuntimeError
+        if not _is_write_error(exc):
+            raise
+        raise GptcliError(_cannot_write(out, exc)) from None
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    console.info(f"saved to {out}: " + ", ".join(names))
+
+
+def _write_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path, temp: Path) -> None:
     model = trainer.unwrapped()
     if summary.best_step is not None:
         checkpoint.load_best(out, model)  # the output holds the best eval, not the last step
     dtype = _saved_dtype(lm)
     if config.method == "lora":
-        _save_adapter(model, lm, config, out / "adapter")
+        _save_adapter(model, lm, config, temp / "adapter")
         if config.merge and config.load_in_4bit:
-            _save_model(_merged_into_full_base(config, out / "adapter"), lm.tokenizer, dtype, out)
+            _save_model(_merged_into_full_base(config, temp / "adapter"), lm.tokenizer, dtype, temp)
         elif config.merge:
-            _save_model(model.merge_and_unload(), lm.tokenizer, dtype, out)
+            _save_model(model.merge_and_unload(), lm.tokenizer, dtype, temp)
     else:
-        _save_model(model, lm.tokenizer, dtype, out)
-    _save_config(config, out)
-    report.write_report(out, config, lm, prepared, summary)
-    console.info(f"saved to {out}: " + ", ".join(sorted(p.name for p in out.iterdir() if p.name != "checkpoints")))
+        _save_model(model, lm.tokenizer, dtype, temp)
+    _save_config(config, temp)
+    report.write_report(out, config, lm, prepared, summary, into=temp)
+
+
+def _is_write_error(exc: Exception) -> bool:
+    return isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError"
+
+
+def _cannot_write(out: Path, exc: Exception) -> str:
+    reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    kept = checkpoint.latest(out)
+    where = (f"checkpoint {kept.name} is intact, and --resume continues from it" if kept
+             else "no checkpoint was due yet, so --resume trains again from step 0")
+    return (f"cannot write the final model into {out}: {reason}; nothing of it was kept. Free some space, "
+            f"then rerun the same command with --resume ({where})")
+
+
+def _match_umask(temp: Path) -> None:
+    """Give every file the mode the user's umask gives new files.
+
+    safetensors creates its files 0600 whatever the umask, while the tokenizer, config and card
+    beside them get the usual 0644: a model shared through a group or a web server lost its weights.
+    """
+    probe = temp / ".umask-probe"
+    probe.touch(mode=0o666)
+    mode = probe.stat().st_mode & 0o777
+    probe.unlink()
+    for path in temp.rglob("*"):
+        if path.is_file():
+            os.chmod(path, mode)
+
+
+def _move_into(temp: Path, out: Path) -> list[str]:
+    """Rename each finished entry into ``out`` (replacing an earlier run's), the model card last."""
+    names = sorted((p.name for p in temp.iterdir()), key=lambda name: (name == CARD, name))
+    for name in names:
+        target = out / name
+        if target.is_dir():  # a folder cannot be renamed over another: move the old one aside first
+            old = out / f"{folder.FINAL_TEMP}old-{name}-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(temp / name, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(temp / name, target)
+    return sorted(names)
 
 
 def base_spec(config: TrainConfig) -> str:
