@@ -7,8 +7,12 @@ finished; a rerun with the same --output skips what is already there.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +36,7 @@ class Record:
         """A required, non-empty string field."""
         value = self.fields.get(name)
         if value is None:
-            raise InputError(f"{self.where}: missing field {name!r}")
+            raise InputError(f"{self.where}: missing field {name!r}{_fields_hint(self.fields)}")
         if not isinstance(value, str):
             raise InputError(f"{self.where}: field {name!r} must be a string, got {type(value).__name__}")
         if not value.strip():
@@ -40,7 +44,25 @@ class Record:
         return value
 
 
+def _fields_hint(fields: dict) -> str:
+    # A CSV without a header row, or a misspelt key, shows itself in the names the record does have.
+    names = [str(key)[:30] for key in fields if key != "id"][:6]
+    return f" (its fields: {', '.join(names)})" if names else ""
+
+
 # ---------------------------------------------------------------- reading
+
+# --input formats by suffix; any other suffix (and - for stdin) is read as lines of text.
+_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv"}
+READ_FORMATS = ".txt (a line each), .jsonl, .json (an array of objects), .csv or .tsv (a header row), or - for stdin"
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip", ".7z", ".tar", ".tgz")
+# Files that are surely not text: refused by name, instead of read as lines of garbage (or NUL errors).
+_NOT_TEXT = _COMPRESSED + (".parquet", ".arrow", ".feather", ".avro", ".orc", ".xlsx", ".xls", ".ods", ".docx",
+                           ".doc", ".pdf", ".pkl", ".pickle", ".npy", ".npz", ".h5", ".hdf5", ".sqlite", ".db",
+                           ".safetensors", ".pt", ".bin")
+MAX_DEPTH = 100  # JSON nesting; chat messages need 3, and deeper fails later (json.dumps of the result recurses)
+_CSV_FIELD_LIMIT = 2**31 - 1  # csv's default 128 KiB per cell is less than one long document
+_SPACE = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
 
 
 def stdin_is_piped() -> bool:
@@ -53,19 +75,56 @@ def read_stdin() -> str:
     return _decode(data, "stdin").lstrip("\ufeff")
 
 
-def read_records(path: str, text_field: str) -> list[Record]:
-    """Records from a .jsonl file or from lines of text (.txt, anything else, or - for stdin).
+def check_argument(text: str, what: str) -> str:
+    """``text`` from the command line, refused if it is not valid Unicode.
 
-    Text lines become records with ``text_field`` set; blank lines are skipped.
+    Bytes that are not UTF-8 reach Python's argv as lone surrogates (PEP 383), which
+    every tokenizer rejects later with an unhelpful TypeError.
+
+    Raises:
+        InputError: naming ``what`` (the argument or option) and the first bad byte.
+    """
+    position = _first_surrogate(text)
+    if position is not None:
+        code = ord(text[position])
+        shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+        raise InputError(f"{what} is not valid UTF-8 ({shown} at character {position + 1}); "
+                         f"pass UTF-8 text (check the terminal's locale, or convert with iconv)")
+    return text
+
+
+def input_format(path: str) -> str:
+    """How --input ``path`` is read: "jsonl", "json", "csv", "tsv", or "lines" (.txt, -, other suffixes).
+
+    Raises:
+        InputError: a suffix of a file that is not text (.parquet, .gz, .xlsx ...), with what is read.
+    """
+    if path == "-":
+        return "lines"
+    suffix = Path(path).suffix.lower()
+    if suffix in _NOT_TEXT:
+        fix = "decompress it first; " if suffix in _COMPRESSED else ""
+        raise InputError(f"{path}: {suffix} files are not read; {fix}--input reads {READ_FORMATS}")
+    return _FORMATS.get(suffix, "lines")
+
+
+def reads_as_lines(path: str) -> bool:
+    """Whether ``path`` is read a line a record, each record's id its line number."""
+    return input_format(path) == "lines"
+
+
+def read_records(path: str, text_field: str) -> list[Record]:
+    """Records from --input: .jsonl, .json, .csv, .tsv, or lines of text (.txt, any other suffix, - for stdin).
+
+    Text lines become records with ``text_field`` set; blank lines are skipped. JSON and CSV
+    records keep their fields (CSV: the header row names them, every value a string). A
+    record's id is its "id" field, else its line number (.jsonl, text) or its position (.json, CSV).
     Raises InputError naming the file and line of the first problem.
     """
+    kind = input_format(path)
     name, data = _read_bytes(path)
-    lines = _decode(data, name).lstrip("\ufeff").splitlines()
-    if path.lower().endswith((".jsonl", ".ndjson")):
-        records = list(_jsonl_records(name, lines))
-    else:
-        records = [Record(number, {text_field: line.rstrip("\r")}, f"{name}:{number}", number)
-                   for number, line in enumerate(lines, start=1) if line.strip()]
+    text = _decode(data, name).lstrip("\ufeff")
+    records = list(_READERS[kind](name, text, text_field))
     if not records:
         raise InputError(f"{name}: no records (the file is empty or holds only blank lines)")
     _check_unique_ids(records, name)
@@ -99,21 +158,131 @@ def _decode(data: bytes, name: str) -> str:
     return text
 
 
-def _jsonl_records(name: str, lines: list[str]) -> Iterator[Record]:
-    for number, line in enumerate(lines, start=1):
+def _text_records(name: str, text: str, text_field: str) -> Iterator[Record]:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            yield Record(number, {text_field: line.rstrip("\r")}, f"{name}:{number}", number)
+
+
+def _jsonl_records(name: str, text: str, _text_field: str = "") -> Iterator[Record]:
+    # Split on \n only: a JSON string may hold U+2028, U+0085 ..., which str.splitlines breaks on.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{name}:{number}"
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-        if not isinstance(value, dict):
-            raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
-        record_id = value.get("id", number)
-        if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
-            raise InputError(f"{where}: field 'id' must be a string or an integer")
-        yield Record(record_id, value, where, number)
+        value, end = _decode_json(line, _skip_space(line, 0), name, number, where)
+        if _skip_space(line, end) < len(line):
+            raise InputError(f"{where}: not valid JSON (extra data at column {end + 1}); "
+                             f"a .jsonl file holds one object per line")
+        yield _record(value, where, number, number)
+
+
+def _json_records(name: str, text: str, _text_field: str) -> Iterator[Record]:
+    """A .json file: an array of objects (or, as finetune also reads them, one object per line)."""
+    start = _skip_space(text, 0)
+    if text.startswith("[", start):
+        return _json_array_records(name, text, start + 1)
+    if _is_one_document(text, start):  # a single object, maybe over many lines: one record
+        where = f"{name}:{_line_of(text, start)}"
+        return iter([_record(_decode_json(text, start, name, 1, where)[0], where, _line_of(text, start), 1)])
+    return _jsonl_records(name, text)
+
+
+def _is_one_document(text: str, start: int) -> bool:
+    try:
+        _value, end = _DECODER.raw_decode(text, start)
+    except (ValueError, _Refused, RecursionError):
+        return False  # the line-by-line reader says where the problem is
+    return _skip_space(text, end) == len(text)
+
+
+def _json_array_records(name: str, text: str, pos: int) -> Iterator[Record]:
+    line, counted, number = 1, 0, 0
+    while True:
+        pos = _skip_space(text, pos)
+        if number == 0 and text.startswith("]", pos):
+            break  # an empty array: "no records" follows
+        line, counted = line + text.count("\n", counted, pos), pos
+        number += 1
+        where = f"{name}:{line}"
+        value, pos = _decode_json(text, pos, name, 1, where)
+        yield _record(value, where, line, number)
+        pos = _skip_space(text, pos)
+        if text.startswith(",", pos):
+            pos += 1
+        elif text.startswith("]", pos):
+            break
+        else:
+            raise InputError(f"{name}:{_line_of(text, pos)}: expected , or ] after record {number}"
+                             + ("; the array is not closed" if pos >= len(text) else ""))
+    rest = _skip_space(text, pos + 1)
+    if rest < len(text):
+        raise InputError(f"{name}:{_line_of(text, rest)}: text after the array's closing ]; "
+                         f"a .json file holds one array of objects")
+
+
+def _csv_records(name: str, text: str, _text_field: str, delimiter: str = ",") -> Iterator[Record]:
+    rows = _csv_rows(name, text, delimiter)
+    if not rows:
+        return
+    header_line, header = rows[0]
+    columns = _csv_columns(name, header_line, header)
+    for number, (line, cells) in enumerate(rows[1:], start=1):
+        where = f"{name}:{line}"
+        if len(cells) != len(columns):
+            separator = "comma" if delimiter == "," else "tab"
+            raise InputError(f"{where}: {len(cells)} cell{'s' * (len(cells) != 1)}, but the header (line {header_line}) names "
+                             f"{len(columns)} columns; put a cell that holds a {separator} in double quotes")
+        yield _record(dict(zip(columns, cells)), where, line, number)
+
+
+def _tsv_records(name: str, text: str, text_field: str) -> Iterator[Record]:
+    return _csv_records(name, text, text_field, "\t")
+
+
+def _csv_rows(name: str, text: str, delimiter: str) -> list[tuple[int, list[str]]]:
+    """The non-blank rows with the line each starts on (a quoted cell may span lines)."""
+    kind = "CSV" if delimiter == "," else "TSV"
+    previous = csv.field_size_limit(_CSV_FIELD_LIMIT)
+    # strict: a stray or unclosed quote is an error at its line, not cells silently run together.
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    line = 1
+    try:
+        for cells in reader:
+            if any(cell.strip() for cell in cells):
+                rows.append((line, cells))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{name}:{line}: not valid {kind} ({exc}); check the quotes in this row") from None
+    finally:
+        csv.field_size_limit(previous)
+    return rows
+
+
+def _csv_columns(name: str, line: int, header: list[str]) -> list[str]:
+    columns = [cell.strip() for cell in header]
+    if not all(columns):
+        raise InputError(f"{name}:{line}: the header row has a blank column name; the first row must "
+                         f"name every column")
+    for index, column in enumerate(columns):
+        if column in columns[:index]:
+            raise InputError(f"{name}:{line}: the header names the column {column!r} twice")
+    return columns
+
+
+_READERS = {"lines": _text_records, "jsonl": _jsonl_records, "json": _json_records, "csv": _csv_records,
+            "tsv": _tsv_records}
+
+
+def _record(value: object, where: str, line: int, default_id: int) -> Record:
+    """The same rules for every structured format: an object, with an optional string or integer id."""
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    record_id = value.get("id", default_id)
+    if not isinstance(record_id, (str, int)) or isinstance(record_id, bool):
+        raise InputError(f"{where}: field 'id' must be a string or an integer")
+    return Record(record_id, value, where, line)
 
 
 def _check_unique_ids(records: list[Record], name: str) -> None:
@@ -122,6 +291,115 @@ def _check_unique_ids(records: list[Record], name: str) -> None:
         if record.id in seen:
             raise InputError(f"{record.where}: id {record.id!r} repeats {seen[record.id]}; ids must be unique")
         seen[record.id] = record.where
+
+
+# ---- JSON values that parse but cannot be right: refused at read time, naming file and line,
+# instead of failing after the model loaded (a lone surrogate in the tokenizer, NaN or a deep
+# nest when the result is written - and then again on every rerun).
+
+
+class _Refused(Exception):
+    """Raised by the decoder's hooks; turned into an InputError with the record's place."""
+
+
+def _one_of_each_key(pairs: list) -> dict:
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set = set()
+        for key, _item in pairs:
+            if key in seen:
+                raise _Refused(f"the key {key!r} appears twice in one object; keep one")
+            seen.add(key)
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise _Refused(f"{name} is not a number JSON allows; write a number, null or a string")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:20]} is out of range; write it as a string")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # beyond sys.get_int_max_str_digits()
+        raise _Refused(f"an integer of {len(text)} digits is too long; write it as a string") from None
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_one_of_each_key, parse_constant=_no_constant,
+                            parse_float=_finite_float, parse_int=_bounded_int)
+
+
+def _decode_json(text: str, pos: int, name: str, first_line: int, where: str) -> tuple[object, int]:
+    """One JSON value at ``pos``, checked; ``first_line`` is the line ``text`` starts on."""
+    try:
+        value, end = _DECODER.raw_decode(text, pos)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{name}:{first_line + exc.lineno - 1}: not valid JSON ({exc.msg} at column "
+                         f"{exc.colno})") from None
+    except _Refused as exc:
+        raise InputError(f"{where}: {exc}") from None
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep; flatten the record") from None
+    _check_value(value, where)
+    return value, end
+
+
+def _check_value(value: object, where: str) -> None:
+    """Every string (keys too) valid Unicode, and no deeper than MAX_DEPTH; a loop, not recursion."""
+    stack: list[tuple[object, int, tuple]] = [(value, 0, ())]
+    while stack:
+        item, depth, trail = stack.pop()
+        if isinstance(item, str):
+            _check_string(item, where, f"field {_path(trail)!r}" if trail else "the record")
+            continue
+        if not isinstance(item, (dict, list)):
+            continue
+        if depth >= MAX_DEPTH:
+            raise InputError(f"{where}: JSON nested more than {MAX_DEPTH} levels deep; flatten the record")
+        for key, child in (item.items() if isinstance(item, dict) else enumerate(item)):
+            if isinstance(key, str):
+                _check_string(key, where, f"a key in {_path(trail) or 'the record'}")
+            stack.append((child, depth + 1, (trail, key)))
+
+
+def _path(trail: tuple) -> str:
+    """messages[1].content from the (parent, key) chain."""
+    parts: list[str] = []
+    while trail:
+        trail, key = trail
+        parts.append(f"[{key + 1}]" if isinstance(key, int) else (f".{key}" if trail else str(key)))
+    return "".join(reversed(parts)) if parts else "the record"
+
+
+def _check_string(text: str, where: str, what: str) -> None:
+    position = _first_surrogate(text)
+    if position is not None:
+        raise InputError(f"{where}: {what} holds \\u{ord(text[position]):04x}, half of a UTF-16 surrogate "
+                         f"pair and not valid Unicode; fix or remove that \\u escape")
+
+
+def _first_surrogate(text: str) -> int | None:
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _skip_space(text: str, pos: int) -> int:
+    return _SPACE.match(text, pos).end()
+
+
+def _line_of(text: str, pos: int) -> int:
+    return text.count("\n", 0, pos) + 1
 
 
 # ---------------------------------------------------------------- writing
