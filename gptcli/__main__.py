@@ -39,9 +39,11 @@ def _run_app(argv: list[str] | None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return _interrupted()
-    except MemoryError:
-        return _fail("out of memory; try a smaller --batch-size or a smaller model", EXIT_FAILURE)
     except Exception as exc:  # the last net: one line, never a traceback unless asked
+        from gptcli.models.placement import is_out_of_memory, out_of_memory_error
+
+        if is_out_of_memory(exc):  # a runtime failure with a hint (exit 1), never "bad input"
+            return _fail(out_of_memory_error("running", exc).message, EXIT_FAILURE)
         if os.environ.get("GPTCLI_DEBUG"):
             raise
         first = (str(exc).strip().splitlines() or [""])[0][:300]

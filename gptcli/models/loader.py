@@ -15,7 +15,8 @@ from typing import Any
 from gptcli import console
 from gptcli.errors import GptcliError, InputError, UsageError
 from gptcli.models import kinds, safety
-from gptcli.models.placement import Placement, choose_placement
+from gptcli.models.placement import (LOAD_OUT_OF_MEMORY_HINT, Placement, choose_placement, is_out_of_memory,
+                                     out_of_memory_error)
 from gptcli.models.resolve import ModelSource, resolve
 
 
@@ -116,8 +117,7 @@ def _import_quietly() -> None:
     import transformers
     import transformers.modeling_utils  # noqa: F401  (pays transformers' lazy imports here, not in the load)
 
-    transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # its log level is gptcli.quiet's (-v shows more)
     huggingface_hub.utils.disable_progress_bars()
 
 
@@ -137,7 +137,7 @@ def _load_config(location: str, extra: dict, options: LoadOptions, source: Model
     try:
         return AutoConfig.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
     except Exception as exc:  # transformers raises ValueError/OSError/KeyError variously
-        raise _explain_load_failure(exc, source, "config") from None
+        raise _explain_load_failure(exc, source, "config") from exc
 
 
 def _load_tokenizer(location: str, extra: dict, options: LoadOptions, source: ModelSource):
@@ -146,7 +146,7 @@ def _load_tokenizer(location: str, extra: dict, options: LoadOptions, source: Mo
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
     except Exception as exc:
-        raise _explain_load_failure(exc, source, "tokenizer") from None
+        raise _explain_load_failure(exc, source, "tokenizer") from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         # Batching needs a pad token; the attention mask hides it, so reusing EOS is safe here.
         tokenizer.pad_token = tokenizer.eos_token
@@ -165,7 +165,7 @@ def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, pl
     try:
         model = auto_cls.from_pretrained(location, **kwargs, **extra)
     except Exception as exc:
-        raise _explain_load_failure(exc, source, "weights") from None
+        raise _explain_load_failure(exc, source, "weights") from exc
     if "device_map" not in kwargs and placement.device != "cpu":
         model = model.to(placement.device)
     return model
@@ -219,11 +219,16 @@ def _attach_adapter(model, adapter: str, allow_pickle: bool):
     try:
         return PeftModel.from_pretrained(model, str(path))
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(f"loading the adapter {adapter}", exc, LOAD_OUT_OF_MEMORY_HINT) from exc
         raise InputError(f"--adapter {adapter} does not fit this model ({_first_line(exc)}); "
                          f"load it with the base model it was trained on") from None
 
 
 def _explain_load_failure(exc: Exception, source: ModelSource, part: str) -> GptcliError:
+    """The error to raise for a failed load; raised ``from exc``, so GPTCLI_DEBUG=1 shows the cause."""
+    if is_out_of_memory(exc):  # the model is too big for this machine, not a bad model
+        return out_of_memory_error(f"loading the {part} of {source.describe()}", exc, LOAD_OUT_OF_MEMORY_HINT)
     text = str(exc)
     if part == "weights" and "safetensors" in text.lower() and source.hub_id is not None:
         return UsageError(f"{source.hub_id} publishes no safetensors weights, only pickle files, which can run "

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from gptcli.errors import UsageError
+from gptcli.errors import GptcliError, UsageError
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "int4")
 # int4: a 4-bit GGUF model's layers kept 4-bit and run by torch's CPU int4 kernel on bf16
@@ -114,3 +115,31 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         pass
     return False
+
+
+# Out of memory is a runtime failure (exit 1), never bad input: the same run fits with fewer rows
+# at once, narrower numbers, or on a machine with more memory.
+OUT_OF_MEMORY_HINT = ("try a smaller --batch-size, a narrower --dtype (bfloat16; int4 for a 4-bit GGUF), "
+                      "or a smaller model")
+LOAD_OUT_OF_MEMORY_HINT = "try a narrower --dtype (bfloat16; int4 for a 4-bit GGUF), a smaller model, or free memory"
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError (CUDA, MPS), or the CPU allocator's failure (a RuntimeError)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
+
+
+def out_of_memory_error(doing: str, exc: BaseException, hint: str = OUT_OF_MEMORY_HINT) -> GptcliError:
+    """The one message for running out of memory while ``doing`` something (raise it ``from exc``)."""
+    return GptcliError(f"out of memory while {doing}{_allocation_detail(exc)}; {hint}")
+
+
+def _allocation_detail(exc: BaseException) -> str:
+    match = re.search(r"allocate (\d+) bytes", str(exc))
+    if match:
+        return f" (an allocation of {int(match.group(1)) / 2**20:,.0f} MiB failed)"
+    match = re.search(r"Tried to allocate ([\d.]+ [KMGT]iB)", str(exc))  # CUDA's wording
+    return f" (an allocation of {match.group(1)} failed)" if match else ""
