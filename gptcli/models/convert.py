@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Iterator
 
 from gptcli import console
-from gptcli.errors import GptcliError, InputError
-from gptcli.models.cache import cache_dir
+from gptcli.errors import InputError
+from gptcli.models.cache import cache_dir, cache_error, make_folder
+from gptcli.models.placement import LOAD_OUT_OF_MEMORY_HINT, is_out_of_memory, out_of_memory_error
 
 CONVERSION_VERSION = 2  # bump when the folder layout changes, to force a fresh conversion (2: int4 codes)
 MARKER = "gptcli-conversion.json"
@@ -37,7 +38,7 @@ def converted_folder(gguf: Path) -> Path:
     target = _target_for(gguf)
     if (target / MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(target.parent)
     with _exclusive_lock(target.with_name(target.name + ".lock")):
         if (target / MARKER).is_file():  # another process finished it while we waited
             return target
@@ -60,7 +61,11 @@ def _target_for(gguf: Path) -> Path:
 
 @contextmanager
 def _exclusive_lock(path: Path) -> Iterator[None]:
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:  # a read-only cache: the folder exists, but nothing can be written in it
+        raise cache_error(exc, path) from exc
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -90,6 +95,8 @@ def _convert_into(gguf: Path, target: Path) -> None:
         quantized = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
     except Exception as exc:  # a damaged file fails in many ways (struct.error, IndexError, ValueError ...)
+        if is_out_of_memory(exc):  # a sound file too big for this machine is not bad input
+            raise out_of_memory_error(f"reading {gguf.name}", exc, LOAD_OUT_OF_MEMORY_HINT) from exc
         raise InputError(f"{gguf}: cannot read this GGUF file ({_first_line(exc)}); "
                          f"it may be truncated or of an architecture transformers cannot load") from None
     # A plain model of the same config (no quantization_config) can be saved and trained.
@@ -109,8 +116,7 @@ def _convert_into(gguf: Path, target: Path) -> None:
         os.rename(tmp, target)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise GptcliError(f"cannot write the converted model to {target.parent}: {exc.strerror}; "
-                          f"free some disk space or set GPTCLI_CACHE to another folder") from None
+        raise cache_error(exc, tmp) from exc
 
 
 def _first_line(exc: BaseException) -> str:
