@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
 
 from gptcli.errors import InputError
 
@@ -36,12 +39,131 @@ def encode_prompt(tokenizer, prompt: Prompt, system: str | None = None, raw: boo
     messages = list(prompt.messages) if prompt.messages is not None else [{"role": "user", "content": prompt.text}]
     if system is not None and not any(m.get("role") == "system" for m in messages):
         messages.insert(0, {"role": "system", "content": system})
-    try:
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    except Exception as exc:  # jinja raises its own errors for messages the template rejects
-        raise InputError(f"{prompt.where}: the model's chat template rejected these messages ({exc})") from None
+    rendered = render_chat(tokenizer, messages, prompt.where)
     # The template already holds the special tokens (BOS and friends): add none twice.
     return list(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+
+
+# A chat template is code from the model folder: bound what it may cost. Real templates render in
+# well under a millisecond and add a few hundred characters to the messages.
+RENDER_SECONDS = 5.0
+RENDER_EXTRA_CHARS = 1_000_000
+
+
+def render_chat(tokenizer, messages: list[dict], where: str = "the prompt", add_generation_prompt: bool = True,
+                seconds: float = RENDER_SECONDS) -> str:
+    """The messages rendered by the model's chat template, within a time and size limit.
+
+    Raises:
+        InputError: the template rejects the messages, recurses too deep, runs past ``seconds``
+            or writes far more than the messages hold (naming the template's file).
+        GptcliError: rendering ran out of memory.
+    """
+    from gptcli.models.placement import is_out_of_memory, out_of_memory_error
+
+    try:
+        with _time_limit(seconds):
+            rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                                     tokenize=False)
+    except _RenderTimeout:
+        raise InputError(f"{_template_name(tokenizer)} ran for more than {seconds:g} s on {where} (a loop that "
+                         f"never ends?); fix or replace the template") from None
+    except RecursionError:
+        raise InputError(f"{_template_name(tokenizer)} recurses without end on {where}; fix or replace "
+                         f"the template") from None
+    except Exception as exc:  # jinja raises its own errors for messages the template rejects
+        if is_out_of_memory(exc):
+            raise out_of_memory_error(f"rendering {_template_name(tokenizer)} on {where}", exc) from exc
+        raise InputError(f"{where}: {_template_name(tokenizer)} rejected these messages "
+                         f"({_first_line(exc)})") from None
+    limit = RENDER_EXTRA_CHARS + 2 * sum(len(str(m.get("content", ""))) for m in messages)
+    if len(rendered) > limit:
+        raise InputError(f"{_template_name(tokenizer)} wrote {len(rendered):,} characters for {where}, far more "
+                         f"than its messages hold; fix or replace the template")
+    return rendered
+
+
+class _RenderTimeout(Exception):
+    """Raised inside the rendering thread when the template runs past its time."""
+
+
+@contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Raise _RenderTimeout in this thread if the block runs longer than ``seconds``."""
+    import threading
+
+    thread_id = threading.get_ident()
+    _WATCHDOG.arm(thread_id, seconds)
+    try:
+        yield
+    finally:
+        _WATCHDOG.disarm(thread_id)
+
+
+class _Watchdog:
+    """One background thread that stops renders running past their deadline.
+
+    A jinja template runs as Python code, so an exception set on the rendering thread stops
+    even a loop that writes nothing; unlike SIGALRM this works in any thread (a server's
+    workers too). One thread for all renders: arming costs a dict entry, not a thread start
+    (a Timer per render tripled the cost of a short render).
+    """
+
+    POLL_SECONDS = 0.1
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}
+        self._thread: threading.Thread | None = None
+
+    def arm(self, thread_id: int, seconds: float) -> None:
+        import threading
+        import time
+
+        with self._lock:
+            self._deadlines[thread_id] = time.monotonic() + seconds
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._watch, name="gptcli-template-watchdog", daemon=True)
+                self._thread.start()
+
+    def disarm(self, thread_id: int) -> None:
+        import ctypes
+
+        with self._lock:
+            if self._deadlines.pop(thread_id, None) is None:  # it fired as the render ended: withdraw it
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+    def _watch(self) -> None:
+        import ctypes
+        import time
+
+        while True:
+            time.sleep(self.POLL_SECONDS)
+            with self._lock:
+                now = time.monotonic()
+                for thread_id in [t for t, deadline in self._deadlines.items() if deadline <= now]:
+                    del self._deadlines[thread_id]
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                               ctypes.py_object(_RenderTimeout))
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _template_name(tokenizer) -> str:
+    """The model's chat template, named by the file it came from (what the user can fix)."""
+    folder = Path(getattr(tokenizer, "name_or_path", "") or ".")
+    for name in ("chat_template.jinja", "tokenizer_config.json"):
+        if (folder / name).is_file():
+            return f"the model's chat template ({folder / name})"
+    return "the model's chat template"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:240] if lines else type(exc).__name__
 
 
 # No tokenizer makes tokens this long: a text with more characters than this per context token
