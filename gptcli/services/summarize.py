@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 from gptcli.errors import GptcliError, InputError, UsageError
 from gptcli.services import chunking
-from gptcli.services.text2text import Request, Runner, RunStats
+from gptcli.services.text2text import FINISH_EOS, Request, Runner, RunStats
 
 LENGTHS = {  # wording for an instruction-following model, and the token budget
     "short": ("in one sentence", 60),
@@ -74,6 +74,7 @@ class Summary:
     levels: int = 0
     truncated: bool = False
     generated_tokens: int = 0
+    finish_reason: str = FINISH_EOS  # "length": the final call stopped at its token budget
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +102,7 @@ class _Doc:
     truncated: bool = False
     generated: int = 0
     summary: str | None = None
+    finish_reason: str = FINISH_EOS
 
 
 @dataclass
@@ -117,10 +119,36 @@ class Summarizer:
         self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats,
                               max_batch_tokens=self.params.max_batch_tokens)
         self._counter = chunking.TokenCounter(self.lm.tokenizer)
-        self.final_budget = self._budget("final", self.params.final_tokens)
+        self.final_tokens = self._final_tokens()
+        self.final_budget = self._budget("final", self.final_tokens)
         self.map_budget = self._budget("map", self.params.map_tokens)
         # A partial summary must be well shorter than its chunk, or the levels never converge.
         self.map_new_tokens = min(self.params.map_tokens, max(MIN_CHUNK_TOKENS // 2, self.map_budget // 2))
+        if self._runner.output_limit is not None:
+            self.map_new_tokens = min(self.map_new_tokens, self._runner.output_limit)
+
+    def _final_tokens(self) -> int:
+        """The summary's token budget, within what the model can write in one call.
+
+        Raises:
+            UsageError: --max-new-tokens asks more than an encoder-decoder's decoder can write.
+        """
+        limit = self._runner.output_limit
+        if limit is None or self.params.final_tokens <= limit:
+            return self.params.final_tokens
+        if self.params.max_new_tokens is not None:
+            raise UsageError(f"--max-new-tokens {self.params.max_new_tokens} is more than {self.lm.name} can write "
+                             f"in one summary (its decoder has {limit} positions); use --max-new-tokens {limit} "
+                             f"or less")
+        # A --length budget is a target, not a promise: the summary gets what the decoder allows,
+        # and says "length" if it stops there.
+        return limit
+
+    def length_hint(self) -> str:
+        """What to do about a summary that stopped at its token limit."""
+        if self.final_tokens < self.params.final_tokens:
+            return f"that is all {self.lm.name}'s decoder can write; use --length short or a model with a longer one"
+        return "raise --max-new-tokens for a longer summary"
 
     def summarize(self, documents: Iterable[tuple[str, str]]) -> Iterator[Summary]:
         """Summaries of (text, where) documents, in order, a window of ``batch_size`` at a time.
@@ -147,7 +175,7 @@ class Summarizer:
             pending = self._round(pending)
         for doc in docs:
             yield Summary(doc.index, doc.summary or "", doc.input_tokens, doc.chunks, doc.levels,
-                          doc.truncated, doc.generated)
+                          doc.truncated, doc.generated, doc.finish_reason)
 
     def _apply_overflow(self, doc: _Doc) -> None:
         if doc.input_tokens <= self.final_budget or self.params.overflow == "chunk":
@@ -177,7 +205,7 @@ class Summarizer:
             doc.generated += sum(o.generated_tokens for o in done)
             self._record(doc, stage, pieces, done)
             if stage == "final":
-                doc.summary = done[0].text
+                doc.summary, doc.finish_reason = done[0].text, done[0].finish_reason
             else:
                 self._reduce(doc, pieces, done)
                 still.append(doc)
@@ -199,7 +227,7 @@ class Summarizer:
                 self.trace(Call(doc.index, stage, doc.levels, piece, output.text))
 
     def _request(self, stage: str, text: str) -> Request:
-        tokens = self.params.final_tokens if stage == "final" else self.map_new_tokens
+        tokens = self.final_tokens if stage == "final" else self.map_new_tokens
         return Request(self._wrap(stage, text), tokens)
 
     def _wrap(self, stage: str, text: str) -> str:

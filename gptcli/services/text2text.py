@@ -22,11 +22,17 @@ class Request:
     max_new_tokens: int
 
 
+FINISH_EOS, FINISH_LENGTH = "eos", "length"
+
+
 @dataclass
 class Output:
+    """What one call wrote; ``finish_reason`` "length" when it stopped at its token budget, not at EOS."""
+
     text: str
     input_tokens: int
     generated_tokens: int
+    finish_reason: str = FINISH_EOS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,6 +73,22 @@ class Runner:
 
         return self.lm.kind == CAUSAL_LM
 
+    @property
+    def output_limit(self) -> int | None:
+        """The most tokens one call can write: an encoder-decoder's decoder positions (None: no limit).
+
+        Learned or fixed position tables (BART, Marian, Pegasus) fail with an IndexError past
+        them; callers keep their budgets under this, and requests above it are capped.
+        """
+        if self.is_causal:
+            return None  # the context is shared with the prompt: fit_to_context budgets it
+        config = self.lm.model.config
+        for attribute in ("max_target_positions", "max_decoder_position_embeddings", "max_position_embeddings"):
+            value = getattr(config, attribute, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None  # T5's relative positions have no end
+
     def encode(self, text: str) -> list[int]:
         """The token ids the model reads for ``text`` (chat template or special tokens included)."""
         if self.is_causal:
@@ -85,7 +107,8 @@ class Runner:
         fitted = [fit_to_context(self.encode(r.text), self.lm.context_length, r.max_new_tokens, None,
                                  "a request") for r in requests]
         params = GenerationParams(batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)
-        return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens)
+        return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens,
+                       FINISH_LENGTH if c.finish_reason == "length" else FINISH_EOS)
                 for c in generate(self.lm, fitted, params)]
 
     def _run_seq2seq(self, requests: list[Request]) -> list[Output]:
@@ -104,9 +127,11 @@ class Runner:
         tokenizer, model = self.lm.tokenizer, self.lm.model
         encoded = tokenizer([r.text for r in requests], return_tensors="pt", padding=True)
         encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        budget = max(r.max_new_tokens for r in requests)
+        if self.output_limit is not None:
+            budget = min(budget, self.output_limit)
         with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=max(r.max_new_tokens for r in requests),
-                                 **self.generate_kwargs)
+            out = model.generate(**encoded, max_new_tokens=budget, **self.generate_kwargs)
         lengths = encoded["attention_mask"].sum(dim=1).tolist()
         # Row 0 is the decoder start token; a forced target-language token follows it. Drop both by
         # position: transformers 5 does not always mark M2M100's language tokens as special.
@@ -114,4 +139,14 @@ class Runner:
         texts = tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)
         pad = tokenizer.pad_token_id
         generated = [int((row[1:] != pad).sum()) for row in out]
-        return [Output(text.strip(), int(n), g) for text, n, g in zip(texts, lengths, generated)]
+        ended = [self._ended(row[1:]) for row in out]
+        return [Output(text.strip(), int(n), g, FINISH_EOS if e else FINISH_LENGTH)
+                for text, n, g, e in zip(texts, lengths, generated, ended)]
+
+    def _ended(self, row) -> bool:
+        """Whether a generated row holds an end-of-sequence token (else it stopped at the budget)."""
+        eos = self.lm.model.generation_config.eos_token_id
+        if eos is None:
+            eos = self.lm.tokenizer.eos_token_id
+        eos_ids = set(eos) if isinstance(eos, (list, tuple)) else {eos}
+        return bool(eos_ids & set(row.tolist()))

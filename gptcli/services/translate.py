@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
-from gptcli.errors import InputError
+from gptcli.errors import InputError, UsageError
 from gptcli.services import chunking
 from gptcli.services.languages import Route, language_name, plan_route
 from gptcli.services.text2text import Request, Runner, RunStats
@@ -84,6 +84,13 @@ class Translator:
         """The most source tokens in one segment: what fits with the prompt and the output."""
         context = self.lm.context_length
         budget = self.params.segment_tokens
+        output_limit = Runner(self.lm).output_limit
+        if output_limit is not None:  # the decoder writes ~2x the segment (see _max_new): split finer to fit
+            if (self.params.max_new_tokens or 0) > output_limit:
+                raise UsageError(f"--max-new-tokens {self.params.max_new_tokens} is more than {self.lm.name} can "
+                                 f"write per segment (its decoder has {output_limit} positions); use "
+                                 f"--max-new-tokens {output_limit} or less")
+            budget = min(budget, max(MIN_SEGMENT_TOKENS, (output_limit - 16) // 2))
         if context is None:
             return budget
         overhead = len(Runner(self.lm).encode(self._request_text("")))
