@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from gptcli.errors import InputError, OutputClosed, UsageError
+from gptcli.errors import GptcliError, InputError, OutputClosed, UsageError
 
 MAX_ERRORS_SHOWN = 1  # one line on stderr: the first problem, with where it is
 
@@ -418,6 +418,16 @@ def write_stdout(text: str) -> None:
         sys.stdout.flush()
     except BrokenPipeError:
         raise OutputClosed() from None
+    except OSError as exc:  # a full disk or a dead device under a redirect: say which, not "unexpected OSError"
+        raise GptcliError(f"cannot write the results to stdout ({_stdout_target()}): {exc.strerror}; free "
+                          f"some space there or send the output elsewhere") from exc
+
+
+def _stdout_target() -> str:
+    try:
+        return os.readlink("/proc/self/fd/1")  # Linux: the file or device behind a redirect
+    except OSError:
+        return "a redirect"
 
 
 def write_json_line(obj: dict) -> None:
