@@ -38,6 +38,11 @@ def generate_with(build):
     return lambda t, m: ["generate", "-m", m["llama"], *build(t)]
 
 
+def generate_with_nowhere(build):
+    """generate with a model path that does not exist: the error must come before any model loads."""
+    return lambda t, m: ["generate", "-m", t / "no-model", *build(t)]
+
+
 def model_folder_without(tmp: Path, source: Path, *drop: str) -> Path:
     import shutil
 
@@ -174,6 +179,84 @@ CASES = [
     Case("finetune resume with nothing to resume",
          lambda t, m: ["finetune", "--data", jsonl(t, "d.jsonl", GOOD_CHAT), "--resume", "-m", m["llama"], "-o",
                        t / "empty-out"], 2, ("--resume",)),
+    # ---- values that cannot be right: exit 2 before any model loads. The model path does not
+    # exist, so an error that came after loading would read "does not exist" instead.
+    *[Case(f"{option} {value}", lambda t, m, o=option, v=value: ["generate", "x", "-m", t / "no-model", o, v],
+           2, (option,)) for option, value in [
+        ("--temperature", "nan"), ("--temperature", "inf"), ("--repetition-penalty", "nan"),
+        ("--repetition-penalty", "inf"), ("--seed", "-1"), ("--seed", str(2**64))]],
+    *[Case(f"{option} {template!r}",
+           lambda t, m, o=option, v=template: ["classify", "x", "--labels", "a,b", "-m", t / "no-model", o, v],
+           2, (option, allowed)) for option, template, allowed in [
+        # each holds the {} the old check looked for, and one thing more
+        ("--label-template", "About {} or {0}.", "{}"), ("--label-template", "About {} ({label}).", "{}"),
+        ("--label-template", "About {} {.", "{}"), ("--label-template", "About {} }.", "{}"),
+        ("--label-template", "About {} and {}.", "{}"), ("--hypothesis-template", "It is {} or {label}.", "{}"),
+        ("--hypothesis-template", "It is {}{", "{}"), ("--prompt", "{text} as {0}", "{labels}"),
+        ("--prompt", "Pick one of {label}: {text}", "{labels}"), ("--prompt", "{text", "{text}"),
+        ("--prompt", "{text} }", "{text}")]],
+    Case("a lone surrogate in a field", generate_with_nowhere(lambda t: ["--input", jsonl(
+        t, "p.jsonl", {"prompt": "fine"}, {"prompt": "bad \ud800 half"})]), 2, ("p.jsonl:2", "\\ud800", "'prompt'")),
+    Case("a lone surrogate in a key", generate_with_nowhere(lambda t: ["--input", jsonl(
+        t, "p.jsonl", {"prompt": "fine"}, {"prompt": "ok", "\udc00k": 1})]), 2, ("p.jsonl:2", "\\udc00", "key")),
+    Case("a lone surrogate in a message", generate_with_nowhere(lambda t: ["--input", jsonl(
+        t, "c.jsonl", {"messages": [{"role": "user", "content": "\udfff"}]})]), 2, ("c.jsonl:1", "messages[1].content")),
+    Case("a lone surrogate in a .json array", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.json", '[{"prompt": "a"},\n {"prompt": "\\ud800"}]')]), 2, ("p.json:2", "\\ud800")),
+    Case("JSON nested 100,000 deep", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.jsonl", '{"prompt": "a"}\n{"prompt": "b", "x": ' + "[" * 100_000 + "]" * 100_000 + "}\n")]),
+        2, ("p.jsonl:2", "nested")),
+    Case("JSON nested 500 deep", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.jsonl", '{"prompt": "b", "x": ' + "[" * 500 + "]" * 500 + "}\n")]), 2, ("p.jsonl:1", "nested")),
+    Case("bare NaN in JSON", generate_with_nowhere(lambda t: ["--input", write(t, "p.jsonl", '{"prompt": "a", "s": NaN}\n')]),
+         2, ("p.jsonl:1", "NaN")),
+    Case("a number beyond float", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.jsonl", '{"prompt": "a", "s": 1e999}\n')]), 2, ("p.jsonl:1", "1e999")),
+    Case("a 5000-digit integer", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.jsonl", '{"prompt": "a", "s": ' + "9" * 5000 + "}\n")]), 2, ("p.jsonl:1", "5000 digits")),
+    Case("a key twice", generate_with_nowhere(lambda t: ["--input", write(t, "p.jsonl", '{"prompt": "a", "prompt": "b"}\n')]),
+         2, ("p.jsonl:1", "twice")),
+    Case("classify reads the same way", lambda t, m: ["classify", "--input", jsonl(t, "c.jsonl", {"text": "\ud800"}),
+                                                      "--labels", "a,b", "-m", t / "no-model"], 2, ("c.jsonl:1",)),
+    Case("summarize reads the same way", lambda t, m: ["summarize", "--input", jsonl(t, "s.jsonl", {"text": "\ud800"}),
+                                                       "-m", t / "no-model"], 2, ("s.jsonl:1",)),
+    Case("translate reads the same way", lambda t, m: ["translate", "--input", jsonl(t, "l.jsonl", {"text": "\ud800"}),
+                                                       "--to", "de", "-m", t / "no-model"], 2, ("l.jsonl:1",)),
+    Case("an argument that is not UTF-8", lambda t, m: ["generate", "bad \udcff byte", "-m", t / "no-model"], 2,
+         ("UTF-8", "0xff")),
+    Case("--labels not UTF-8", lambda t, m: ["classify", "x", "--labels", "a,\udce9t\udce9", "-m", t / "no-model"], 2,
+         ("--labels", "UTF-8")),
+    # ---- --input formats: .json and .csv parsed, or refused by name; never read as lines of text
+    Case(".parquet input", generate_with_nowhere(lambda t: ["--input", write(t, "p.parquet", b"PAR1\x00\x01")]), 2,
+         ("p.parquet", ".jsonl", ".csv")),
+    Case(".gz input", generate_with_nowhere(lambda t: ["--input", write(t, "p.jsonl.gz", b"\x1f\x8b\x08")]), 2,
+         ("p.jsonl.gz", "decompress")),
+    Case(".xlsx input", generate_with_nowhere(lambda t: ["--input", write(t, "p.xlsx", b"PK\x03\x04")]), 2,
+         ("p.xlsx", ".tsv")),
+    Case(".json array not closed", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.json", '[{"prompt": "a"},\n {"prompt": "b"}\n')]), 2, ("p.json:3", "not closed")),
+    Case(".json array of strings", generate_with_nowhere(lambda t: ["--input", write(t, "p.json", '["a", "b"]')]), 2,
+         ("p.json:1", "object")),
+    Case(".json broken on line 3", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.json", '[\n{"prompt": "a"},\n{"prompt": }]')]), 2, ("p.json:3", "JSON")),
+    Case(".csv row with too many cells", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.csv", "id,prompt\n1,hello\n2,hello, world\n")]), 2, ("p.csv:3", "3 cells", "2 columns")),
+    Case(".csv without the field", generate_with_nowhere(lambda t: ["--input", write(t, "p.csv", "text\nhello\n")]), 2,
+         ("p.csv:2", "'prompt'", "text")),
+    Case(".csv quote never closed", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.csv", 'prompt\nfine\n"open\nand on\n')]), 2, ("p.csv:3", "CSV")),
+    Case(".tsv header names a column twice", generate_with_nowhere(lambda t: ["--input", write(
+        t, "p.tsv", "prompt\tprompt\na\tb\n")]), 2, ("p.tsv:1", "twice")),
+    # ---- messages that said the wrong thing
+    Case("--from and --to the same", lambda t, m: ["translate", "hello", "--from", "en", "--to", "EN", "-m",
+                                                   t / "no-model"], 2, ("--from", "--to", "same language")),
+    Case("--from English --to eng_Latn", lambda t, m: ["translate", "hello", "--from", "English", "--to", "eng_Latn",
+                                                       "-m", t / "no-model"], 2, ("same language",)),
+    Case("a single label", lambda t, m: ["classify", "x", "--labels", "spam", "-m", t / "no-model"], 2,
+         ("'spam'", "two")),
+    Case("10,000 labels on a causal LM", lambda t, m: ["classify", "x", "-m", m["llama"], "--labels",
+                                                       ",".join(f"label{i}" for i in range(10_000))], 2,
+         ("10,000 labels", "tokens", "fewer labels")),
 ]
 
 

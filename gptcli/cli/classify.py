@@ -74,6 +74,7 @@ def classify(
 
       gptcli classify --input news.jsonl --labels-file topics.txt --multi-label --json
     """
+    from gptcli import textio
     from gptcli.services.classify import DEFAULT_THRESHOLD, ClassifyParams, check_params
 
     chosen = _read_labels(labels, labels_file)
@@ -84,6 +85,10 @@ def classify(
     params = ClassifyParams(chosen, multi_label, DEFAULT_THRESHOLD if threshold is None else threshold,
                             batch_size or 1, prompt=prompt, hypothesis_template=hypothesis_template,
                             label_template=label_template)
+    for template, option in ((prompt, "--prompt"), (hypothesis_template, "--hypothesis-template"),
+                             (label_template, "--label-template")):
+        if template is not None:
+            textio.check_argument(template, option)
     check_params(params)
     common.check_batch_args(text, input_file, output, (labels_file,))
     items = _read_items(text, input_file)
@@ -101,7 +106,7 @@ def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]
     if labels is not None and labels_file is not None:
         raise UsageError("give either --labels or --labels-file, not both")
     if labels is not None:
-        return check_labels(labels.split(","), "--labels")
+        return check_labels(textio.check_argument(labels, "--labels").split(","), "--labels")
     if labels_file is not None:
         records = textio.read_records(labels_file, "label")
         return check_labels([record.text("label") for record in records], f"--labels-file {labels_file}")
@@ -126,7 +131,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
         records = textio.read_records(input_file, "text")
         return [Item(r.id, r.text("text"), r.fields) for r in records]
     if text is not None and text != "-":
-        if not text.strip():
+        if not textio.check_argument(text, "the text").strip():
             raise InputError("the text to classify is empty")
         return [Item(1, text, {"text": text})]
     if text is None and not textio.stdin_is_piped():

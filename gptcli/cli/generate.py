@@ -48,7 +48,8 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="1 is off; 1.1-1.3 curbs loops.")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(rich_help_panel=SAMPLING,
                                                       help="Never repeat an n-gram of this size; 0 is off.")] = 0,
-    seed: Annotated[Optional[int], typer.Option(rich_help_panel=SAMPLING, help="Same seed, same output.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        rich_help_panel=SAMPLING, help="Same seed, same output: 0 to 4294967295 (2**32-1).")] = None,
     stop: Annotated[Optional[List[str]], typer.Option(rich_help_panel=SAMPLING,
                                                       help="End the output before this string (repeatable).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", rich_help_panel=SAMPLING,
@@ -76,7 +77,7 @@ def generate(
 
     sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed)
     params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
-    _validate(params, max_new_tokens)
+    _validate(params, max_new_tokens, system)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file)
     settings = common.run_settings(output, model, adapter, dtype=dtype, system=system, raw=raw, truncate=truncate,
@@ -90,8 +91,13 @@ def generate(
     run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
 
 
-def _validate(params, max_new_tokens: int) -> None:
+def _validate(params, max_new_tokens: int, system: str | None) -> None:
+    from gptcli import textio
+
     params.sampling.validate()
+    for text, option in [(system, "--system"), *((stop, "--stop") for stop in params.stop)]:
+        if text is not None:
+            textio.check_argument(text, option)
     if max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if params.num_samples < 1:
@@ -118,6 +124,8 @@ def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
     from gptcli.services.prompting import Prompt
 
     if input_file is None:
+        if prompt not in (None, "-"):
+            textio.check_argument(prompt, "the prompt")
         text = common.single_text(prompt)
         return [Item(1, Prompt(text=text), {"prompt": text})]
     return [Item(r.id, _record_prompt(r), r.fields) for r in textio.read_records(input_file, "prompt")]

@@ -30,7 +30,8 @@ def translate(
         show_default=False)] = None,
     to: Annotated[Optional[str], typer.Option(
         "--to", "-t", rich_help_panel=LANGUAGE_PANEL,
-        help="Target language (required): an ISO 639-1 code such as de, fr, zh, or the model's own code.",
+        help="Target language (required): an ISO 639-1 code such as de, fr, zh (de-DE: the model's code for "
+             "it, else de), or the model's own code.",
         show_default=False)] = None,
     source: Annotated[Optional[str], typer.Option(
         "--from", "-f", rich_help_panel=LANGUAGE_PANEL,
@@ -47,8 +48,8 @@ def translate(
     allow_pickle: opt.AllowPickle = False,
     input_file: Annotated[Optional[str], typer.Option(
         "--input", "-i", rich_help_panel=opt.INPUT_PANEL,
-        help="A batch file: .jsonl records with a text field (other fields are carried), or .txt "
-             "(a line each; blank lines stay blank in text output).")] = None,
+        help="A batch file: records with a text field (other fields are carried) in .jsonl, .json (an array) "
+             "or .csv/.tsv (a header row), or .txt (a line each; blank lines stay blank in text output).")] = None,
     json_output: opt.JsonOutput = False,
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
@@ -67,10 +68,12 @@ def translate(
 
       gptcli translate --input lines.jsonl --to es --output lines.es.jsonl
     """
+    from gptcli.services.languages import check_pair
     from gptcli.services.translate import TranslateParams
 
     if to is None:
         raise UsageError("give the target language: --to de (an ISO 639-1 code such as de, fr, zh)")
+    check_pair(to, source)
     common.check_batch_args(text, input_file, output)
     params = TranslateParams(to, source, batch_size or 1, max_new_tokens)
     items = _read_items(text, input_file)
@@ -91,10 +94,10 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     from gptcli import textio
 
     if input_file is not None:
-        is_text_file = not input_file.lower().endswith((".jsonl", ".ndjson"))
-        return _file_items(textio.read_records(input_file, "text"), is_text_file)
+        records = textio.read_records(input_file, "text")
+        return _file_items(records, textio.reads_as_lines(input_file))
     if text is not None and text != "-":
-        lines = text.splitlines() or [text]
+        lines = textio.check_argument(text, "the text").splitlines() or [text]
     elif text is None and not textio.stdin_is_piped():
         raise UsageError("no text: give it as an argument, pipe lines on stdin, or use --input FILE")
     else:

@@ -105,18 +105,73 @@ def check_params(params: ClassifyParams) -> None:
     """Option values that make no sense whatever the model.
 
     Raises:
-        UsageError: a threshold outside (0, 1), a template without its ``{}``, a bad batch size.
+        UsageError: a threshold outside (0, 1), a single label without ``multi_label``, a template
+            with a placeholder other than its own (or stray braces), a bad batch size or temperature.
     """
-    if not 0.0 < params.threshold < 1.0:
+    if not 0.0 < params.threshold < 1.0:  # also refuses nan
         raise UsageError(f"--threshold must be between 0 and 1 (exclusive), got {params.threshold}")
     if params.batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {params.batch_size}")
-    if "{}" not in params.hypothesis_template:
-        raise UsageError("--hypothesis-template needs {} where the label goes, e.g. \"This example is {}.\"")
-    if params.label_template is not None and "{}" not in params.label_template:
-        raise UsageError("--label-template needs {} where the label goes, e.g. \"This text is about {}.\"")
-    if params.prompt is not None and "{text}" not in params.prompt:
-        raise UsageError("the prompt needs {text} where the text goes (and may use {labels})")
+    if params.temperature is not None and not 0.0 < params.temperature < math.inf:
+        raise UsageError(f"the temperature must be a number above 0, got {params.temperature}")
+    if len(params.labels) == 1 and not params.multi_label:
+        raise UsageError(f"one label ({params.labels[0]!r}) leaves nothing to choose between; give two or more, "
+                         f"or add --multi-label to score a single label on its own")
+    check_label_template(params.hypothesis_template, "--hypothesis-template", "This example is {}.")
+    if params.label_template is not None:
+        check_label_template(params.label_template, "--label-template", "This text is about {}.")
+    if params.prompt is not None:
+        check_prompt_template(params.prompt)
+
+
+BRACES = "write {{ and }} for a literal brace"
+
+
+def check_label_template(template: str, option: str, example: str) -> None:
+    """A template with exactly one ``{}``, where the label goes.
+
+    Raises:
+        UsageError: naming ``option``: another placeholder, stray braces, no ``{}`` or two.
+    """
+    names = _placeholders(template, option, "{}")
+    if names != [""]:
+        found = f"it has {', '.join('{' + name + '}' for name in names)}" if names else "it has no placeholder"
+        raise UsageError(f"{option} {template!r} must hold exactly one {{}} where the label goes and no other "
+                         f"placeholder ({found}); {BRACES}, e.g. {example!r}")
+
+
+def check_prompt_template(template: str) -> None:
+    """A causal LM's prompt: ``{text}`` once or more, ``{labels}`` if wanted, no other placeholder.
+
+    Raises:
+        UsageError: naming --prompt and the placeholder that is not allowed.
+    """
+    names = _placeholders(template, "--prompt", "{text} and {labels}")
+    other = next((name for name in names if name not in ("text", "labels")), None)
+    if other is not None:
+        raise UsageError(f"--prompt has {{{other}}}; only {{text}} and {{labels}} are filled in ({BRACES})")
+    if "text" not in names:
+        raise UsageError("--prompt needs {text} where the text goes (and may use {labels})")
+
+
+def _placeholders(template: str, option: str, allowed: str) -> list[str]:
+    """The names inside braces, as str.format reads them; format specs and !conversions refused."""
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:  # a lone { or }, or a { never closed
+        raise UsageError(f"{option} {template!r}: {str(exc).lower()}; only {allowed} may stand in braces "
+                         f"({BRACES})") from None
+    names = []
+    for _literal, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if spec or conversion:
+            written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise UsageError(f"{option} has {written}; only a plain {allowed} may stand in braces ({BRACES})")
+        names.append(name)
+    return names
 
 
 def classify(lm, texts: Sequence[str], params: ClassifyParams,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from gptcli.errors import InputError
+from gptcli.errors import InputError, UsageError
 
 DEFAULT_PROMPT = ("Classify the text into exactly one of these labels: {labels}.\n\n"
                   "Text: {text}\n\nAnswer with the label only.")
@@ -74,8 +74,23 @@ class LabelScorer:
         context = self.lm.context_length
         longest = prompt_tokens + max(len(ids) for ids in self.label_ids)
         if context is not None and longest > context:
+            if where == "content-free input":  # no text yet: the listed labels alone do not fit
+                raise UsageError(self._too_many_labels(longest, context))
             raise InputError(f"{where} needs {longest} tokens with its prompt and label, more than the "
                              f"model's context of {context}; shorten the text")
+
+    def _too_many_labels(self, needed: int, context: int) -> str:
+        listed = len(self.lm.tokenizer(", ".join(self.labels), add_special_tokens=False)["input_ids"])
+        overhead = needed - listed  # the prompt's own tokens and the longest label as the answer
+        if overhead >= context:
+            fix = "shorten --prompt or use" if self.prompt is not DEFAULT_PROMPT else "use"
+            return (f"the classification prompt needs {overhead:,} tokens before the labels and any text, more "
+                    f"than the model's context of {context}; {fix} a model with a longer context")
+        fits = int((context - overhead) / max(1.0, listed / len(self.labels)))
+        room = f"at most about {fits:,} labels like these fit" if fits >= 2 else "not even two labels like these fit"
+        return (f"the {len(self.labels):,} labels take {listed:,} tokens of the prompt, more than the model's "
+                f"context of {context} tokens holds ({room}, before any text); give fewer labels, or use an "
+                f"embedding or NLI model, which scores each label on its own")
 
     def _score(self, prompts: list[list[int]]) -> list[list[float]]:
         """Mean log-prob of each label after each prompt: rows text x label, batched."""

@@ -9,9 +9,9 @@ prefix. ``plan_route`` turns (--from, --to) into what one model needs.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from gptcli.errors import InputError
+from gptcli.errors import InputError, UsageError
 
 # ISO 639-1 code -> (English name, NLLB-200 code). The 3-letter code (Marian's
 # multilingual >>deu<< tokens) is the NLLB code's first part.
@@ -37,6 +37,11 @@ LANGUAGES: dict[str, tuple[str, str]] = {
     "vi": ("Vietnamese", "vie_Latn"), "zh": ("Chinese", "zho_Hans"),
 }
 _NAMES = {name.lower(): code for code, (name, _nllb) in LANGUAGES.items()}
+_ISO3 = {nllb.split("_")[0]: code for code, (_name, nllb) in LANGUAGES.items()}  # deu -> de, as NLLB spells it
+# A language with a region or script (de-DE, pt_BR, zh-Hant-TW), or a locale as $LANG spells it (de_DE.UTF-8).
+_REGIONAL = re.compile(r"^([A-Za-z]{2,3})((?:[-_][A-Za-z0-9]{2,8})+)$")
+_LOCALE_TAIL = re.compile(r"^([A-Za-z]{2,3}_[A-Za-z]{2})[.@][\w.@-]*$")
+_TRADITIONAL_CHINESE = {"zh_hant", "zh_tw", "zh_hk", "zh_mo", "zh_hant_tw", "zh_hant_hk"}
 _NLLB_CODE = re.compile(r"^[a-z]{3}_[A-Z][a-z]{3}$")
 _MARIAN_NAME = re.compile(r"opus-mt-(?:tc-big-|tc-base-)?([A-Za-z_]+)-([A-Za-z_]+)")
 _T5_TASK = re.compile(r"^translation_([a-z]+)_to_([a-z]+)$")
@@ -64,20 +69,58 @@ class Route:
 
 
 def normalize(code: str, option: str) -> str:
-    """A user's language: ISO 639-1 lower-cased, an English name turned into its code, else as given."""
+    """A user's language: ISO 639-1 lower-cased, an English name or a three-letter code (deu) turned
+    into its ISO 639-1 code, a locale's encoding dropped (de_DE.UTF-8 -> de_DE), else as given."""
     text = code.strip()
     if not text:
-        raise InputError(f"{option} is empty; give a language code such as de, fr or zh")
-    if text.lower() in LANGUAGES:
-        return text.lower()
-    return _NAMES.get(text.lower(), text)
+        raise UsageError(f"{option} is empty; give a language code such as de, fr or zh")
+    locale = _LOCALE_TAIL.match(text)
+    if locale:
+        text = locale.group(1)
+    lower = text.lower()
+    if lower in LANGUAGES:
+        return lower
+    return _NAMES.get(lower) or _ISO3.get(lower) or text
+
+
+def base_language(code: str) -> str | None:
+    """The ISO 639-1 language of a regional code (de for de-DE, pt for pt_BR); None for any other code."""
+    match = _REGIONAL.match(code)
+    if match and match.group(1).lower() in LANGUAGES:
+        return match.group(1).lower()
+    return None
+
+
+def check_pair(target: str, source: str | None) -> None:
+    """What can be checked before a model loads: --to (and --from) given, and not the same language.
+
+    Raises:
+        UsageError: an empty code, or --from and --to naming one language.
+    """
+    target_code = normalize(target, "--to")
+    if source is None:
+        return
+    source_code = normalize(source, "--from")
+    if _comparable(source_code) == _comparable(target_code):
+        raise UsageError(f"--from {source} and --to {target} are the same language, so there is nothing to "
+                         f"translate; give the language to translate into with --to")
+
+
+def _comparable(code: str) -> str:
+    # en and eng_Latn, pt-BR and pt_br name the same language; de-DE and de-AT do not.
+    return (LANGUAGES[code][1] if code in LANGUAGES else code).replace("-", "_").lower()
 
 
 def language_name(code: str) -> str:
+    """English name of a code, for a causal LM's prompt: German; Portuguese (BR) for pt-BR."""
     if code in LANGUAGES:
         return LANGUAGES[code][0]
+    base = base_language(code)
+    if base is not None:
+        return f"{LANGUAGES[base][0]} ({code[len(base) + 1:]})"
     raise InputError(f"unknown language code {code!r}; use an ISO 639-1 code such as "
-                     f"{', '.join(sorted(LANGUAGES)[:12])} ... (one of {len(LANGUAGES)} known)")
+                     f"{', '.join(sorted(LANGUAGES)[:12])} ... (one of {len(LANGUAGES)} known), "
+                     f"optionally with a region (pt-BR)")
 
 
 def plan_route(lm, target: str, source: str | None) -> Route:
@@ -98,10 +141,26 @@ def plan_route(lm, target: str, source: str | None) -> Route:
         return Route(CAUSAL_LM, source, target)
     for family, planner in _PLANNERS:
         if family(lm):
-            return planner(lm, target, source)
+            return _plan_with_fallback(lm, planner, target, source)
     model_type = getattr(lm.model.config, "model_type", "?")
     raise InputError(f"{lm.name} ({model_type}) is not a translation model; use a Marian (opus-mt-*), "
                      f"NLLB, M2M100 or T5 model, or a causal LM")
+
+
+def _plan_with_fallback(lm, planner, target: str, source: str | None) -> Route:
+    """The model's own code for de-DE if it has one (NLLB zho_Hant, Marian >>pt_br<<), else its base: de."""
+    try:
+        return planner(lm, target, source)
+    except InputError:
+        base_target, base_source = base_language(target), base_language(source) if source else None
+        if base_target is None and base_source is None:
+            raise
+    used_target, used_source = base_target or target, base_source or source
+    route = planner(lm, used_target, used_source)  # its error, if any, names the base code it tried
+    mapped = [(given, used) for given, used in ((source, used_source), (target, used_target)) if given != used]
+    note = (f"{lm.name} has no code for {' or '.join(given for given, _used in mapped)}: translating "
+            + ", ".join(f"{given} as {used}" for given, used in mapped))
+    return replace(route, note=f"{route.note}; {note}" if route.note else note)
 
 
 # ---------------------------------------------------------------- NLLB and M2M100
@@ -127,6 +186,8 @@ def _nllb_native(code: str, codes: list[str], lm, option: str) -> str:
         return code
     if code in LANGUAGES and LANGUAGES[code][1] in codes:
         return LANGUAGES[code][1]
+    if code.replace("-", "_").lower() in _TRADITIONAL_CHINESE and "zho_Hant" in codes:
+        return "zho_Hant"  # zh-TW falling back to plain zh would give the other script
     iso = sorted(c for c, (_name, nllb) in LANGUAGES.items() if nllb in codes)
     raise InputError(f"{option} {code}: {lm.name} (NLLB) does not know it; it supports {', '.join(iso)} "
                      f"and its own codes such as {', '.join(codes[:3])} ({len(codes)} in all)")
@@ -170,7 +231,7 @@ def _marian_route(lm, target: str, source: str | None) -> Route:
     pair_src, pair_tgt = marian_pair(lm)
     if source is not None and pair_src and _is_single(pair_src) and not _same(source, pair_src):
         raise InputError(f"--from {source}: {lm.name} translates from {pair_src} only "
-                         f"({pair_src}→{pair_tgt}); pick a Marian model for your pair, e.g. opus-mt-{source}-{target}")
+                         f"({pair_src}→{pair_tgt}); {_other_model(source, target)}")
     tokens = list(getattr(lm.tokenizer, "supported_language_codes", None) or [])
     if tokens:  # a multi-target model: the target is chosen by a >>xx<< token before the text
         return Route("marian", source, target, prefix=_marian_target_token(lm, target, tokens) + " ")
@@ -179,16 +240,23 @@ def _marian_route(lm, target: str, source: str | None) -> Route:
                                                       f"assuming {source or '?'}→{target}")
     if not _same(target, pair_tgt):
         raise InputError(f"--to {target}: {lm.name} translates {pair_src or '?'}→{pair_tgt} only; "
-                         f"pick a Marian model for your pair, e.g. opus-mt-{source or pair_src or 'en'}-{target}")
+                         f"{_other_model(source or pair_src, target)}")
     return Route("marian", source, target)
 
 
+def _other_model(source: str | None, target: str) -> str:
+    # Only a hub search says whether Helsinki-NLP/opus-mt-xx-yy exists: name the pattern, not a model.
+    pair = f"{source}-{target}" if source and _is_single(source) else f"SOURCE-{target}"
+    return (f"use a Marian model for your pair if the hub has one (Helsinki-NLP/opus-mt-{pair}), "
+            f"or an NLLB model, which translates between 200 languages")
+
+
 def _marian_target_token(lm, target: str, tokens: list[str]) -> str:
-    wanted = {f">>{target}<<"}
+    wanted = {f">>{target}<<".replace("-", "_").lower()}  # pt-BR finds >>pt_br<<
     if target in LANGUAGES:
         wanted.add(f">>{LANGUAGES[target][1].split('_')[0]}<<")
     for token in tokens:
-        if token in wanted:
+        if token.lower() in wanted:
             return token
     shown = ", ".join(t[2:-2] for t in tokens)
     raise InputError(f"--to {target}: {lm.name} translates into {shown}")

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 from gptcli.errors import UsageError
+
+# One documented range for --seed: torch takes 0..2**64-1 (and negatives, folded), numpy and
+# llama.cpp 0..2**32-1; within this range a seed means the same thing on every backend.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -18,6 +23,11 @@ class SamplingParams:
     seed: int | None = None
 
     def validate(self) -> None:
+        """Raises UsageError naming the option of the first value that cannot be right."""
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UsageError(f"--{setting.name.replace('_', '-')} must be a finite number, got {value}")
         if self.temperature < 0:
             raise UsageError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -30,6 +40,8 @@ class SamplingParams:
             raise UsageError(f"--repetition-penalty must be above 0 (1 is off), got {self.repetition_penalty}")
         if self.no_repeat_ngram_size < 0:
             raise UsageError(f"--no-repeat-ngram-size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
+        if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
+            raise UsageError(f"--seed must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
 
     @property
     def greedy(self) -> bool:
