@@ -26,6 +26,14 @@ LORA_TARGETS = {
     "bert": ["query", "key", "value"], "roberta": ["query", "key", "value"], "distilbert": ["q_lin", "k_lin", "v_lin"],
 }
 INSPECT_COUNT = 3
+# torchrun, ending quietly on a signal: we pass SIGTERM on to it (``_wait_for``), it passes it to the
+# training processes, and then it would print a traceback of its own SignalException and warnings.
+TORCHRUN = ("import logging, sys\n"
+            "from torch.distributed.elastic.multiprocessing.api import SignalException\n"
+            "logging.getLogger('torch.distributed.elastic').setLevel(logging.ERROR)\n"
+            "from torch.distributed.run import main\n"
+            "try:\n    main(sys.argv[1:])\n"
+            "except SignalException as stop:\n    sys.exit(128 + int(stop.sigval))\n")
 
 
 @dataclass
@@ -117,10 +125,10 @@ def launch(config: TrainConfig) -> Path:
         with socket.socket() as probe:  # a free port for the processes to meet on
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={config.num_processes}",
+        command = [sys.executable, "-c", TORCHRUN, f"--nproc_per_node={config.num_processes}",
                    "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "gptcli", "finetune",
                    "--config", str(path)]
-        console.log("launching: " + " ".join(command))
+        console.log("launching: torchrun " + " ".join(command[3:]))
         process = subprocess.Popen(command, env=_child_environment(config))
         code = _wait_for(process)
     if code != 0:
@@ -160,6 +168,7 @@ def _child_environment(config: TrainConfig) -> dict:
 
     env = dict(os.environ)
     env[folder.HELD_BY_PARENT] = str(Path(config.output).expanduser().resolve())
+    env.setdefault("LOGLEVEL", "ERROR")  # torchrun's own warnings ("shutting down workers") stay off stderr
     if config.device == "cpu" or not torch.cuda.is_available():
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif config.num_processes > torch.cuda.device_count():

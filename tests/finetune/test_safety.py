@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -16,7 +17,7 @@ import time
 
 import pytest
 
-from tests.conftest import gptcli_command
+from tests.conftest import gptcli_command, interruptible
 from tests.finetune.conftest import metrics
 from tests.finetune.test_resume import start, step_losses, wait_for
 
@@ -247,16 +248,28 @@ def test_a_folder_the_user_filled_is_refused_and_left_as_it_was(cli, tiny_llama,
     assert sorted((str(p), p.read_bytes() if p.is_file() else b"") for p in out.rglob("*")) == before
 
 
-# 10. SIGTERM checkpoints first, and --resume completes
+# 10. SIGTERM and SIGHUP checkpoint first, and --resume completes
 
-def test_sigterm_saves_a_checkpoint_and_resume_completes(cli, tiny_llama, chat_file, tmp_path):
+def start_hangable(args, out):
+    """Like ``start``, with SIGHUP at its default too: under nohup the child would inherit it ignored."""
+    def preexec():
+        interruptible()
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([*gptcli_command(), "finetune", *map(str, args), "-o", str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_saves_a_checkpoint_and_resume_completes(cli, tiny_llama, chat_file, tmp_path, signum):
     out = tmp_path / "term"
-    process = start(("--data", chat_file, "--model", tiny_llama, *LONG_RUN), out)
+    process = start_hangable(("--data", chat_file, "--model", tiny_llama, *LONG_RUN), out)
     wait_for_steps(out, process, 3)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signum)
     stderr = process.communicate(timeout=120)[1]
-    assert process.returncode == 128 + signal.SIGTERM, stderr
-    assert "checkpoint saved at step" in stderr and "stopped by SIGTERM" in stderr
+    assert process.returncode == 128 + signum, stderr
+    assert "checkpoint saved at step" in stderr and f"stopped by {signal.Signals(signum).name}" in stderr
     saved = int(next((out / "checkpoints").glob("step-*")).name.split("-")[1])
     assert saved >= 3
     resumed = cli("finetune", "--data", chat_file, "--model", tiny_llama, "-o", out, *QUICK, "--max-steps",
@@ -269,13 +282,14 @@ def test_sigterm_saves_a_checkpoint_and_resume_completes(cli, tiny_llama, chat_f
 
 def test_sigterm_to_the_launcher_reaches_its_training_processes(cli, tiny_llama, chat_file, tmp_path):
     out = tmp_path / "ddp"
-    parent = start(("--data", chat_file, "--model", tiny_llama, "--num-processes", "2", "--device", "cpu",
-                    *LONG_RUN), out)
+    parent = start_hangable(("--data", chat_file, "--model", tiny_llama, "--num-processes", "2", "--device", "cpu",
+                             *LONG_RUN), out)
     wait_for_steps(out, parent, 2)
     busy = cli("finetune", "--data", chat_file, "--model", tiny_llama, "-o", out, *LONG_RUN)
     assert busy.exit_code == 2 and f"(pid {parent.pid})" in busy.stderr, busy.stderr  # the parent holds it
     parent.send_signal(signal.SIGTERM)
     stderr = parent.communicate(timeout=120)[1]
     assert parent.returncode == 128 + signal.SIGTERM, stderr
-    assert "checkpoint saved at step" in stderr
+    assert "checkpoint saved at step" in stderr and "Traceback" not in stderr
+    assert not re.search(r"^[WEI]\d{4} ", stderr, re.MULTILINE), stderr  # torchrun's own log lines
     assert list((out / "checkpoints").glob("step-*"))
