@@ -232,7 +232,7 @@ class _Sink:
         self.results = ResultSink(output, json_output, run, ("id", "sample"), overwrite)
         self.num_samples = num_samples
         self.streamed = False
-        self.length_stops = 0
+        self.length_stops: list[int] = []  # tokens written by each result that stopped at its limit
 
     def is_done(self, item_id) -> bool:
         samples = [None] if self.num_samples == 1 else range(self.num_samples)
@@ -243,7 +243,8 @@ class _Sink:
         self.results.stream(text)
 
     def write(self, item: Item, completion) -> None:
-        self.length_stops += completion.finish_reason == "length"
+        if completion.finish_reason == "length":
+            self.length_stops.append(completion.generated_tokens)
         # A streamed result is already on stdout: only its line end is missing.
         self.results.emit(self._record(item, completion), "" if self.streamed else completion.text)
 
@@ -259,9 +260,18 @@ class _Sink:
     def finish_note(self, total: int, max_new_tokens: int) -> None:
         from gptcli import console
 
-        if self.length_stops:
-            console.warn(f"{self.length_stops} of {total} results stopped at --max-new-tokens {max_new_tokens}; "
-                         f"raise it for longer output")
+        if not self.length_stops:
+            return
+        # A budget lowered to fit the context is a smaller limit than --max-new-tokens: name what was used.
+        lowered = sorted({n for n in self.length_stops if n < max_new_tokens})
+        at_option = sum(n >= max_new_tokens for n in self.length_stops)
+        parts = [f"{at_option} at --max-new-tokens {max_new_tokens}"] if at_option else []
+        if lowered:
+            used = f"{lowered[0]}" if len(lowered) == 1 else f"{lowered[0]}-{lowered[-1]}"
+            parts.append(f"{len(self.length_stops) - at_option} at {used} new tokens, all that fit in the context "
+                         f"after the prompt")
+        console.warn(f"{len(self.length_stops)} of {total} results stopped at their token limit "
+                     f"({'; '.join(parts)}); raise --max-new-tokens or shorten the prompts for longer output")
 
     def close(self) -> None:
         self.results.close()

@@ -138,7 +138,7 @@ class _Run(common.TaskRun):
         started = time.perf_counter()
         with console.Progress("summarizing", len(items)) as progress:
             for item, summary in zip(items, summarizer.summarize((i.text, i.where) for i in items)):
-                _warn(item, summary, summarizer.final_budget)
+                _warn(item, summary, summarizer)
                 text = " ".join(summary.text.split()) if self.batch_input else summary.text
                 sink.emit(_record(item, summary), text)
                 progress.advance()
@@ -153,15 +153,18 @@ def _verbose_trace(call) -> None:
                 f"wrote {len(call.output)}")
 
 
-def _warn(item: Item, summary, budget: int) -> None:
+def _warn(item: Item, summary, summarizer) -> None:
     from gptcli import console
 
     if summary.truncated:
-        console.warn(f"{item.where}: cut from {summary.input_tokens} to {budget} tokens (--overflow truncate); "
-                     f"the rest was not read")
+        console.warn(f"{item.where}: cut from {summary.input_tokens} to {summarizer.final_budget} tokens "
+                     f"(--overflow truncate); the rest was not read")
     elif summary.levels:
         console.log(f"{item.where}: {summary.input_tokens} tokens, summarized in {summary.chunks} parts "
                     f"over {summary.levels} level(s)")
+    if summary.finish_reason == "length":  # a result cut by a token limit says so
+        console.warn(f"{item.where}: the summary stopped at its limit of {summarizer.final_tokens} tokens "
+                     f"before it ended; {summarizer.length_hint()}")
 
 
 def _record(item: Item, summary) -> dict:
@@ -169,7 +172,8 @@ def _record(item: Item, summary) -> dict:
     # The document itself is left out: the output stays small, and the id leads back to it.
     record.update({k: v for k, v in item.fields.items() if k not in ("id", "text")})
     record.update(summary=summary.text, input_tokens=summary.input_tokens, chunks=summary.chunks,
-                  levels=summary.levels, truncated=summary.truncated, generated_tokens=summary.generated_tokens)
+                  levels=summary.levels, truncated=summary.truncated, generated_tokens=summary.generated_tokens,
+                  finish_reason=summary.finish_reason)
     return record
 
 
