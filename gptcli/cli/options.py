@@ -41,7 +41,8 @@ AllowPickle = Annotated[bool, typer.Option(
 
 InputFile = Annotated[Optional[str], typer.Option(
     "--input", "-i", rich_help_panel=INPUT_PANEL,
-    help="A batch file: .txt (one item per line, blank lines skipped) or .jsonl (records); - for stdin.")]
+    help="A batch file: .txt (one item per line, blank lines skipped), or records in .jsonl, .json (an array of "
+         "objects) or .csv/.tsv (a header row names the fields); - for stdin.")]
 TruncateOpt = Annotated[Optional[Truncate], typer.Option(
     rich_help_panel=INPUT_PANEL,
     help="Cut inputs longer than the model's context from the left or right, instead of stopping with an error.")]
