@@ -134,7 +134,7 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
                stats: GenerationStats) -> Iterator[TextChunk | Completion]:
     import torch
 
-    from gptcli.services.kvcache import reserved_cache_for
+    from gptcli.services.kvcache import cache_argument, reserved_cache_for, returned_cache
 
     model, tokenizer = lm.model, lm.tokenizer
     eos_ids = _eos_ids(lm)
@@ -148,12 +148,13 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     longest_new = max(job.max_new_tokens for job in batch)
     cache = reserved_cache_for(model, input_ids.shape[1] + longest_new)  # None: the model's own kind
+    cache_kw = cache_argument(model)
     started = time.perf_counter()
     with torch.inference_mode():
         for step in range(longest_new):
             out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions,
-                        past_key_values=cache, use_cache=True, **_last_logits_only(model))
-            cache = out.past_key_values
+                        use_cache=True, **{cache_kw: cache}, **_last_logits_only(model))
+            cache = returned_cache(out)
             next_ids = picker(history, out.logits[:, -1, :])
             stats.mark_first_token()
             next_list = next_ids.tolist()

@@ -13,6 +13,8 @@ transformers would use itself.
 
 from __future__ import annotations
 
+import inspect
+
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 
 FULL_ATTENTION = "full_attention"
@@ -82,3 +84,24 @@ def reserved_cache_for(model, capacity: int) -> ReservedCache | None:
     if not getattr(model, "_supports_cache_class", True):
         return None
     return ReservedCache(layers, capacity)
+
+
+def cache_argument(model) -> str:
+    """The name under which ``model.forward`` takes its KV cache.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name
+    warns, and goes in 5.40); older releases, and remote-code models written
+    for them, know only ``past_key_values``. Asked once per model.
+    """
+    name = getattr(model, "_gptcli_cache_argument", None)
+    if name is None:
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PEFT wrapper
+        name = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        model._gptcli_cache_argument = name
+    return name
+
+
+def returned_cache(output):
+    """The KV cache a forward pass returned, under either name (see ``cache_argument``)."""
+    cache = getattr(output, "cache", None)  # reading ``past_key_values`` on 5.24 warns
+    return cache if cache is not None else getattr(output, "past_key_values", None)
