@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gptcli import __version__
+from gptcli.cli.options import VERBOSE_HELP
 
 app = typer.Typer(
     name="gptcli",
@@ -28,13 +29,14 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what is loaded and why (device, dtype) to stderr.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=VERBOSE_HELP)] = False,
     version: Annotated[Optional[bool], typer.Option("--version", callback=_show_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
 ) -> None:
-    from gptcli import console
+    from gptcli import console, quiet
 
     console.set_verbose(verbose)
+    quiet.configure(verbose)  # before any command imports torch or transformers
 
 
 def _register() -> None:

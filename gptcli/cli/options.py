@@ -17,6 +17,21 @@ class Truncate(str, Enum):
     right = "right"
 
 
+def _verbose_after_command(value: bool) -> bool:
+    """`gptcli CMD ... -v`: the same as `gptcli -v CMD ...` (only switches on: the root's -v stays)."""
+    if value:
+        from gptcli import console, quiet
+
+        console.set_verbose(True)
+        quiet.configure(verbose=True)
+    return value
+
+
+VERBOSE_HELP = "Log what is loaded and why (device, dtype) to stderr, and let other libraries' warnings through."
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", "-v", callback=_verbose_after_command, is_eager=True, help=VERBOSE_HELP)]
+
+
 Model = Annotated[Optional[str], typer.Option(
     "--model", "-m", rich_help_panel=MODEL_PANEL,
     help="Model: a local folder, a .gguf file, a hub id (owner/name), or the alias smollm2 (default).")]
