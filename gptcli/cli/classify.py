@@ -59,6 +59,7 @@ def classify(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Classify texts into labels; print the label of each, one line per input.
 

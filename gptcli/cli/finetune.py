@@ -74,6 +74,7 @@ def finetune(
                              "`accelerate launch -m gptcli finetune ...` also works.")] = D.num_processes,
     trust_remote_code: opt.TrustRemoteCode = D.trust_remote_code,
     allow_pickle: opt.AllowPickle = D.allow_pickle,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Fine-tune a model on your data (LoRA or full), and write a model the other commands load.
 

@@ -61,6 +61,7 @@ def generate(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Generate text from a prompt, from stdin, or from a batch file.
 

@@ -69,6 +69,7 @@ def summarize(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Summarize a document, stdin, or a batch file: one summary per document.
 

@@ -55,6 +55,7 @@ def translate(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    verbose: opt.Verbose = False,
 ) -> None:
     """Translate text line by line: N lines in, N lines out, blank lines kept.
 
