@@ -1,9 +1,12 @@
 # make demo: install everything into .venv and ask the default model a question.
 # make test: install everything into .venv and run the whole test suite.
+# Both install the tested versions in constraints.txt. make test-latest: the newest versions
+# pyproject.toml allows, in their own venv (upgraded on every run), then the whole suite.
 VENV ?= .venv
+LATEST_VENV ?= .venv-latest
 STAMP := $(VENV)/.gptcli-installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-latest install bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/gptcli generate "What is the capital of France?" --temperature 0
@@ -11,9 +14,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
+test-latest:
+	VENV=$(LATEST_VENV) GPTCLI_LATEST=1 bash scripts/install.sh
+	$(LATEST_VENV)/bin/pip freeze --exclude-editable
+	$(LATEST_VENV)/bin/python -m pytest -q
+
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 
@@ -23,4 +31,4 @@ bench: $(STAMP)
 	$(VENV)/bin/python benchmarks/finetune_vs_trainer.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(LATEST_VENV) build *.egg-info
