@@ -262,5 +262,17 @@ def test_the_closing_warning_names_the_budget_actually_used(cli, tiny_llama):
     assert f"only {room} new tokens fit" in result.stderr
     if record["finish_reason"] == "length":
         closing = result.stderr.strip().splitlines()[-1]
-        assert f"at {room} new tokens" in closing and "at --max-new-tokens 100" not in closing
+        assert f"limit: {room} new tokens, all that fit in the context" in closing
+        assert "at --max-new-tokens 100" not in closing
 
+
+
+# ------------------------------------------------------------ names the file system cannot hold
+
+@pytest.mark.parametrize("option", ["--model", "--adapter"])
+def test_a_name_too_long_for_the_file_system_is_bad_input(cli, tiny_llama, option):
+    args = ["-m", "x" * 5000] if option == "--model" else ["-m", tiny_llama, "--adapter", "y" * 5000]
+    result = cli("generate", "hi", *args, "--max-new-tokens", "1")
+    assert result.exit_code == 2
+    line = _one_line(result.stderr)
+    assert line.startswith(f"gptcli: error: {option} ") and "File name too long" in line and len(line) < 300

@@ -40,9 +40,9 @@ def cache_error(exc: OSError, path: Path) -> GptcliError:
     if blocking is not None:
         return GptcliError(f"{named} is not a folder: {blocking} is a file; set GPTCLI_CACHE to a folder "
                            f"(or move that file away)")
-    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
-        return GptcliError(f"{named} is full ({exc.strerror} writing {path}); free some disk space "
-                           f"or set GPTCLI_CACHE to a folder on another disk")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):  # a full disk, a quota, a file size limit
+        return GptcliError(f"cannot write to {named} ({exc.strerror}: {exc.filename or path}); free some disk "
+                           f"space or set GPTCLI_CACHE to a folder on another disk")
     return GptcliError(f"cannot write to {named} ({exc.strerror}: {exc.filename or path}); make it writable "
                        f"or set GPTCLI_CACHE to a folder you can write")
 

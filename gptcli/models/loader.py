@@ -88,6 +88,8 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
     location, extra = _location(source)
     if source.folder is not None:
         safety.check_no_pickle(Path(location), "the model folder", options.allow_pickle)
+    if adapter:
+        _check_adapter(adapter, options.allow_pickle)
     config = _load_config(location, extra, options, source)
     kind = kinds.detect_kind(config)
     if kind not in accept:
@@ -208,14 +210,25 @@ def _training_kwargs(options: LoadOptions) -> dict[str, Any]:
     return kwargs
 
 
+def _check_adapter(adapter: str, allow_pickle: bool) -> None:
+    """Refuse a missing or pickle-only adapter before the base model's weights are loaded."""
+    path = Path(adapter).expanduser()
+    shown = adapter if len(adapter) <= 80 else adapter[:77] + "..."
+    try:
+        found = (path / "adapter_config.json").is_file()
+    except OSError as exc:  # a name too long for the file system
+        raise InputError(f"--adapter {shown}: {exc.strerror}; give the adapter folder that `gptcli finetune` "
+                         f"wrote (OUT/adapter)") from None
+    if not found:
+        raise InputError(f"--adapter {shown}: no adapter_config.json there; give the adapter folder "
+                         f"that `gptcli finetune` wrote (OUT/adapter)")
+    safety.check_no_pickle(path, "the adapter", allow_pickle)
+
+
 def _attach_adapter(model, adapter: str, allow_pickle: bool):
     from peft import PeftModel
 
     path = Path(adapter).expanduser()
-    if not (path / "adapter_config.json").is_file():
-        raise InputError(f"--adapter {adapter}: no adapter_config.json there; give the adapter folder "
-                         f"that `gptcli finetune` wrote (OUT/adapter)")
-    safety.check_no_pickle(path, "the adapter", allow_pickle)
     try:
         return PeftModel.from_pretrained(model, str(path))
     except Exception as exc:

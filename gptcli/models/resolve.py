@@ -55,7 +55,7 @@ def resolve(spec: str | None) -> ModelSource:
     """
     spec = (spec or DEFAULT_ALIAS).strip()
     path = Path(spec).expanduser()
-    if path.exists():
+    if _exists(spec, path):
         return _resolve_path(spec, path)
     if _looks_like_path(spec):
         raise InputError(f"model path {spec} does not exist; give a model folder, a .gguf file, "
@@ -65,6 +65,15 @@ def resolve(spec: str | None) -> ModelSource:
     if not _HUB_ID.match(spec):
         raise InputError(f"--model {spec!r} is neither an existing path nor a valid hub id (owner/name)")
     return ModelSource(spec, hub_id=spec)
+
+
+def _exists(spec: str, path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError as exc:  # a name too long for the file system, a folder we may not enter
+        shown = spec if len(spec) <= 80 else spec[:77] + "..."
+        raise InputError(f"--model {shown}: {exc.strerror}; give a model folder, a .gguf file, a hub id "
+                         f"(owner/name), or the alias {DEFAULT_ALIAS}") from None
 
 
 def _looks_like_path(spec: str) -> bool:
