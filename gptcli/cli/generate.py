@@ -265,14 +265,15 @@ class _Sink:
             return
         # A budget lowered to fit the context is a smaller limit than --max-new-tokens: name what was used.
         lowered = sorted({n for n in self.length_stops if n < max_new_tokens})
+        if not lowered:
+            console.warn(f"{len(self.length_stops)} of {total} results stopped at --max-new-tokens {max_new_tokens}; "
+                         f"raise it for longer output")
+            return
+        used = str(lowered[0]) if len(lowered) == 1 else f"{lowered[0]}-{lowered[-1]}"
         at_option = sum(n >= max_new_tokens for n in self.length_stops)
-        parts = [f"{at_option} at --max-new-tokens {max_new_tokens}"] if at_option else []
-        if lowered:
-            used = f"{lowered[0]}" if len(lowered) == 1 else f"{lowered[0]}-{lowered[-1]}"
-            parts.append(f"{len(self.length_stops) - at_option} at {used} new tokens, all that fit in the context "
-                         f"after the prompt")
-        console.warn(f"{len(self.length_stops)} of {total} results stopped at their token limit "
-                     f"({'; '.join(parts)}); raise --max-new-tokens or shorten the prompts for longer output")
+        also = f" ({at_option} at --max-new-tokens {max_new_tokens})" if at_option else ""
+        console.warn(f"{len(self.length_stops)} of {total} results stopped at their token limit: {used} new tokens, "
+                     f"all that fit in the context after the prompt{also}; shorten the prompts for longer output")
 
     def close(self) -> None:
         self.results.close()
