@@ -23,8 +23,8 @@ def finetune(
                     "Rows hold text; prompt+completion; messages (chat); or instruction[+input]+output. "
                     "With --task classify: text+label.", "--data", "-d")] = None,
     eval_data: Annotated[Optional[str], _opt(DATA, "A separate eval file, in the same format.")] = None,
-    eval_fraction: Annotated[Optional[float], _opt(DATA, "Rows held out for eval when there is no --eval-data "
-                             "[default: 0.1 when there are 20 rows or more, else none].")] = None,
+    eval_fraction: Annotated[Optional[float], _opt(DATA, "Share of --data held out for eval when there is no "
+                             "--eval-data; unset: 0.1 when there are 20 rows or more, else none.")] = None,
     inspect: Annotated[bool, _opt(DATA, "Print the first examples as the model sees them, loss-carrying tokens "
                        "in [[ ]], and exit.", "--inspect")] = False,
     train_on_prompt: Annotated[bool, _opt(DATA, "Take loss on prompts and user turns too, not only on "
@@ -56,13 +56,16 @@ def finetune(
     seed: Annotated[int, _opt(TRAINING, "Seed for data order, held-out split and initial adapter weights.")] = D.seed,
     gradient_checkpointing: Annotated[bool, _opt(TRAINING, "Recompute activations: less memory, about 30% slower.",
                                       "--gradient-checkpointing")] = D.gradient_checkpointing,
-    eval_every: Annotated[int, _opt(EVAL, "Evaluate every N steps [default: 0, about ten times per run].")] = D.eval_every,
-    save_every: Annotated[int, _opt(EVAL, "Checkpoint every N steps [default: 0: at evaluations, at most every 2 minutes; "
-                                           "Ctrl-C always saves].")] = D.save_every,
-    log_every: Annotated[int, _opt(EVAL, "Print a progress line every N steps [default: 0, about 50 lines].")] = D.log_every,
+    eval_every: Annotated[int, _opt(EVAL, "Evaluate every N steps, and after the last; 0: about ten "
+                                            "evaluations per run (every total/10 steps).")] = D.eval_every,
+    save_every: Annotated[int, _opt(EVAL, "Checkpoint every N steps; 0: at evaluations, but at most once every "
+                                           "2 minutes. Ctrl-C, SIGTERM and SIGHUP always save one.")] = D.save_every,
+    log_every: Annotated[int, _opt(EVAL, "Print a progress line every N steps; 0: about 50 lines per "
+                                          "run.")] = D.log_every,
     early_stopping_patience: Annotated[int, _opt(EVAL, "Stop after N evaluations without a better eval loss; "
                                        "0 is off.")] = D.early_stopping_patience,
-    output: Annotated[str, _opt(EVAL, "The output folder (must be new or empty, unless --resume).",
+    output: Annotated[str, _opt(EVAL, "The output folder: new, empty, or one of gptcli finetune's own "
+                      "(a run stopped before its first checkpoint starts again; with checkpoints, add --resume).",
                       "--output", "-o")] = D.output,
     resume: Annotated[bool, _opt(EVAL, "Continue from the latest checkpoint in --output.", "--resume")] = D.resume,
     config: Annotated[Optional[str], _opt(RUN, "A YAML file of settings (long option names); options given "
