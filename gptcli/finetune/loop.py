@@ -339,8 +339,20 @@ class _MetricsFile:
         if self._handle is not None:
             # JSON has no NaN or Infinity: a diverged value is written as null, so every line parses.
             clean = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()}
-            self._handle.write(json.dumps(clean, allow_nan=False) + "\n")
-            self._handle.flush()
+            try:
+                self._handle.write(json.dumps(clean, allow_nan=False) + "\n")
+                self._handle.flush()
+            except OSError as exc:
+                self._abandon()
+                kept = checkpoint.latest(self.path.parent)
+                raise GptcliError(f"cannot write {self.path}: {exc.strerror}; free some space, then rerun with "
+                                  f"--resume" + (f" (it continues from {kept.name})" if kept else "")) from None
+
+    def _abandon(self) -> None:
+        """Close after a failed write: closing flushes the rest, which fails again; --resume cuts it off."""
+        handle, self._handle = self._handle, None
+        with contextlib.suppress(OSError):
+            handle.close()
 
     def size(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0

@@ -152,6 +152,20 @@ def test_a_full_disk_at_the_final_save_leaves_no_half_model_and_resume_finishes(
     assert not list(out.glob(".tmp-*"))
 
 
+def test_a_full_disk_under_metrics_is_one_line_and_resume_finishes(cli, tiny_llama, chat_file, tmp_path):
+    out = tmp_path / "run"
+    args = ["finetune", "--data", chat_file, "--model", tiny_llama, "-o", out, *QUICK, "--max-steps", "30",
+            "--eval-fraction", "0"]
+    failed = _bash(1, args)  # 1 KiB: metrics.jsonl fills up after a few steps
+    assert failed.returncode == 1, failed.stderr
+    assert failed.stderr.strip().splitlines()[-1] == (f"gptcli: error: cannot write {out / 'metrics.jsonl'}: "
+                                                      "File too large; free some space, then rerun with --resume")
+    resumed = cli(*args, "--resume")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert [step for step, _ in step_losses(out)] == list(range(1, 31))
+    assert all(strict_json(line) for line in (out / "metrics.jsonl").read_text().splitlines())
+
+
 # 5 and 6. weights keep the umask like every other file; the card shows the values used
 
 def test_weights_follow_the_umask_and_the_card_shows_the_values_used(cli, tiny_llama, chat_file, tmp_path):
