@@ -97,7 +97,7 @@ def finetune(
     from gptcli.finetune.recipe import run
 
     explicit = {name: value for name, value in ctx.params.items()
-                if name not in ("config", "inspect") and _typed(ctx, name)}
+                if name not in ("config", "inspect", "verbose") and _typed(ctx, name)}
     run(resolve_config(explicit, config), inspect=inspect)
 
 

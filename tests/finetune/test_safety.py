@@ -91,6 +91,11 @@ def test_values_that_cannot_be_right_name_the_option(cli, completion_file, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+def test_verbose_after_the_command_is_not_a_training_setting(cli, completion_file, tmp_path):
+    result = cli("finetune", "--data", completion_file, "-o", tmp_path / "out", "--lr", "nan", "-v")
+    assert result.exit_code == 2 and "--learning-rate must be a finite number" in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("value", [".nan", "-1"])
 def test_config_only_settings_are_checked_too(cli, completion_file, tmp_path, value):
     config = tmp_path / "train.yaml"
