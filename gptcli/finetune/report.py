@@ -33,8 +33,9 @@ def plot_losses(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")  # no display needed, and none opened
     import matplotlib.pyplot as plt
 
-    train = [(r["step"], r["loss"]) for r in records if "loss" in r]
-    evals = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    # A diverged value is null in metrics.jsonl: no point to plot.
+    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
+    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
     figure, axes = plt.subplots(figsize=(7, 4))
     if train:
         axes.plot(*zip(*train), label="train loss", linewidth=1)

@@ -60,7 +60,10 @@ def _write_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path
 
 
 def _is_write_error(exc: Exception) -> bool:
-    return isinstance(exc, (OSError, RuntimeError)) or type(exc).__name__ == "SafetensorError"
+    """A full or read-only disk, however the writer reports it (torch: "failed writing file")."""
+    if isinstance(exc, OSError) or type(exc).__name__ == "SafetensorError":
+        return True
+    return isinstance(exc, RuntimeError) and "writ" in str(exc).lower()
 
 
 def _cannot_write(out: Path, exc: Exception) -> str:
@@ -68,7 +71,7 @@ def _cannot_write(out: Path, exc: Exception) -> str:
     kept = checkpoint.latest(out)
     where = (f"checkpoint {kept.name} is intact, and --resume continues from it" if kept
              else "no checkpoint was due yet, so --resume trains again from step 0")
-    return (f"cannot write the final model into {out}: {reason}; nothing of it was kept. Free some space, "
+    return (f"cannot write the final model into {out}: {reason}; none of it was left in place. Free some space, "
             f"then rerun the same command with --resume ({where})")
 
 
