@@ -66,8 +66,11 @@ def _fail(message: str, code: int) -> int:
         import traceback
 
         traceback.print_exc()
-    sys.stderr.write(f"gptcli: error: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"gptcli: error: {message}\n")
+        sys.stderr.flush()
+    except OSError:  # stderr itself cannot be written (a full disk): the exit code still tells
+        pass
     return code
 
 

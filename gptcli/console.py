@@ -48,12 +48,15 @@ def warn(message: str) -> None:
 
 
 def _print(message: str, style: str | None) -> None:
-    if stderr_is_terminal():
-        _console().print(message, style=style, markup=False, soft_wrap=True)
-    else:
-        # Plain write: no rich wrapping or control codes in logs that go to files.
-        sys.stderr.write(message + "\n")
-        sys.stderr.flush()
+    try:
+        if stderr_is_terminal():
+            _console().print(message, style=style, markup=False, soft_wrap=True)
+        else:
+            # Plain write: no rich wrapping or control codes in logs that go to files.
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+    except OSError:  # stderr on a full disk: a lost log line must not fail a run whose results are fine
+        pass
 
 
 class Progress:

@@ -187,6 +187,15 @@ def test_stdout_on_a_full_disk_names_it(tiny_llama):
     assert "stdout" in line and "/dev/full" in line and "No space left on device" in line
 
 
+def test_stderr_on_a_full_disk_does_not_fail_a_run_whose_results_are_written(tiny_llama):
+    with open("/dev/full", "w") as full:  # the closing length warning cannot be written
+        result = subprocess.run(gptcli_command() + ["generate", "hi", "-m", str(tiny_llama), "--max-new-tokens", "2",
+                                                    "--json"], stdout=subprocess.PIPE, stderr=full, text=True,
+                                timeout=120)
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["finish_reason"] == "length"
+
+
 # ------------------------------------------------------------ out of memory: exit 1 with a hint
 
 # Runs gptcli after the model stack is imported, under an address-space limit a little above
