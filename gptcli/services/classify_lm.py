@@ -137,9 +137,11 @@ def _common_prefix(samples: list[list[int]]) -> list[int]:
 def _run_prefix(model, ids: list[int]):
     import torch
 
+    from gptcli.services.kvcache import returned_cache
+
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([ids], device=model.device), use_cache=True, logits_to_keep=1)
-    return out.past_key_values
+    return returned_cache(out)
 
 
 def _answer_logprobs(model, rows, pad_id: int, cache, offset: int) -> list[float]:
@@ -147,6 +149,8 @@ def _answer_logprobs(model, rows, pad_id: int, cache, offset: int) -> list[float
     import copy
 
     import torch
+
+    from gptcli.services.kvcache import cache_argument
 
     width = max(len(rest) + len(answer) for rest, answer in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -163,7 +167,7 @@ def _answer_logprobs(model, rows, pad_id: int, cache, offset: int) -> list[float
     device = model.device
     with torch.inference_mode():
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                       past_key_values=past, use_cache=cache is not None).logits
+                       use_cache=cache is not None, **{cache_argument(model): past}).logits
     scores = []
     for r, (rest, answer) in enumerate(rows):
         start = len(rest)  # the first answer token; the logits one step earlier predict it
