@@ -158,10 +158,20 @@ def _decode(data: bytes, name: str) -> str:
     return text
 
 
+def split_lines(text: str) -> list[str]:
+    """Lines as a shell counts them (`wc -l`, `paste`): split on \n only, a \r before it dropped.
+
+    str.splitlines also breaks on form feeds, U+2028 and the like, which would shift every
+    later line and break translate's N lines in, N lines out.
+    """
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
 def _text_records(name: str, text: str, text_field: str) -> Iterator[Record]:
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if line.strip():
-            yield Record(number, {text_field: line.rstrip("\r")}, f"{name}:{number}", number)
+            yield Record(number, {text_field: line}, f"{name}:{number}", number)
 
 
 def _jsonl_records(name: str, text: str, _text_field: str = "") -> Iterator[Record]:

@@ -137,7 +137,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
         return [Item(1, text, {"text": text})]
     if text is None and not textio.stdin_is_piped():
         raise UsageError("no text: give it as an argument, pipe lines on stdin, or use --input FILE")
-    lines = textio.read_stdin().splitlines()
+    lines = textio.split_lines(textio.read_stdin())
     if not any(line.strip() for line in lines):
         raise InputError("stdin gave no text to classify")
     return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]

@@ -98,11 +98,11 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
         records = textio.read_records(input_file, "text")
         return _file_items(records, textio.reads_as_lines(input_file))
     if text is not None and text != "-":
-        lines = textio.check_argument(text, "the text").splitlines() or [text]
+        lines = textio.split_lines(textio.check_argument(text, "the text")) or [text]
     elif text is None and not textio.stdin_is_piped():
         raise UsageError("no text: give it as an argument, pipe lines on stdin, or use --input FILE")
     else:
-        lines = textio.read_stdin().splitlines()
+        lines = textio.split_lines(textio.read_stdin())
     if not any(line.strip() for line in lines):
         raise InputError("no text to translate (the input is empty or blank)")
     return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]

@@ -172,3 +172,11 @@ def test_cli_errors_are_one_line_with_exit_2(cli, tiny_nllb, marian_en_de, tiny_
 @pytest.fixture(scope="session")
 def tiny_bart_for_translate(session_dir):
     return tiny_seq2seq.build_bart(session_dir / "tr-bart")
+
+
+def test_lines_are_split_as_a_shell_counts_them(cli, marian_en_de):
+    # A form feed and U+2028 inside a line do not end it: 3 lines in, 3 lines out, in place.
+    text = "the cat\x0csat.\n\na red\u2028house.\r\n"
+    result = cli("translate", "--to", "de", "--model", marian_en_de, "--max-new-tokens", "3", input=text)
+    assert result.exit_code == 0, result.stderr
+    assert len(result.stdout.split("\n")) == 4 and result.stdout.split("\n")[1] == ""
