@@ -284,3 +284,11 @@ def test_a_name_too_long_for_the_file_system_is_bad_input(cli, tiny_llama, optio
     assert result.exit_code == 2
     line = _one_line(result.stderr)
     assert line.startswith(f"gptcli: error: {option} ") and "File name too long" in line and len(line) < 300
+
+
+def test_classify_on_a_causal_lm_renders_through_the_same_limits(cli, tiny_llama, tmp_path):
+    folder = _with_template(tiny_llama, tmp_path / "model", "{% macro again(n) %}{{ again(n + 1) }}{% endmacro %}"
+                                                            "{{ again(0) }}", "jinja")
+    result = cli("classify", "hello", "--labels", "yes,no", "-m", folder)
+    assert result.exit_code == 2
+    assert "recurses" in _one_line(result.stderr)

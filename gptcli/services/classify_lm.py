@@ -54,8 +54,9 @@ class LabelScorer:
         content = self.prompt.format(labels=", ".join(self.labels), text=text)
         tokenizer = self.lm.tokenizer
         if self.chat:
-            rendered = tokenizer.apply_chat_template([{"role": "user", "content": content}],
-                                                     add_generation_prompt=True, tokenize=False)
+            from gptcli.services.prompting import render_chat
+
+            rendered = render_chat(tokenizer, [{"role": "user", "content": content}], where)
             ids = tokenizer(rendered + self.answer_prefix, add_special_tokens=False)["input_ids"]
         else:
             ids = tokenizer(f"{content}\n{self.answer_prefix}", add_special_tokens=True)["input_ids"]
