@@ -226,6 +226,8 @@ CASES = [
          ("UTF-8", "0xff")),
     Case("--labels not UTF-8", lambda t, m: ["classify", "x", "--labels", "a,\udce9t\udce9", "-m", t / "no-model"], 2,
          ("--labels", "UTF-8")),
+    Case("a document argument that is not UTF-8", lambda t, m: ["summarize", "bad \udcff byte", "-m", t / "no-model"],
+         2, ("the document", "UTF-8", "0xff")),
     # ---- --input formats: .json and .csv parsed, or refused by name; never read as lines of text
     Case(".parquet input", generate_with_nowhere(lambda t: ["--input", write(t, "p.parquet", b"PAR1\x00\x01")]), 2,
          ("p.parquet", ".jsonl", ".csv")),

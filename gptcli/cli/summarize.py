@@ -111,7 +111,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     if text is not None and text != "-":  # the argument is the document; stdin is not read
         if not text.strip():
             raise InputError("the document to summarize is empty")
-        return [Item(1, text, "the document", {})]
+        return [Item(1, textio.check_argument(text, "the document"), "the document", {})]
     document = common.single_text("-" if text == "-" or textio.stdin_is_piped() else None, "document")
     return [Item(1, document, "stdin", {})]
 
