@@ -92,7 +92,7 @@ def classify(
             textio.check_argument(template, option)
     check_params(params)
     common.check_batch_args(text, input_file, output, (labels_file,))
-    items = _read_items(text, input_file)
+    items = _read_items(text, input_file, multi_label)
     load_options = _load_options(model, device, dtype, trust_remote_code, allow_pickle)
     settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
                                    multi_label=multi_label, threshold=params.threshold, prompt=prompt,
@@ -124,12 +124,13 @@ def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
     return LoadOptions(model or MINILM_ALIAS, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
 
 
-def _read_items(text: str | None, input_file: str | None) -> list[Item]:
+def _read_items(text: str | None, input_file: str | None, multi_label: bool = False) -> list[Item]:
     """Texts from --input, the argument, or stdin lines (a blank line stays, as a blank result)."""
     from gptcli import textio
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        common.refuse_result_fields(records, RESULT_FIELDS + (("labels",) if multi_label else ()), "classify")
         return [Item(r.id, r.text("text"), r.fields) for r in records]
     if text is not None and text != "-":
         if not textio.check_argument(text, "the text").strip():
@@ -168,6 +169,9 @@ class _Run(common.TaskRun):
                 progress.advance()
         if self.show_stats:
             _report_stats(lm, stats, time.perf_counter() - started, clock)
+
+
+RESULT_FIELDS = ("label", "scores")  # what _record writes after the input's fields (and "labels" with --multi-label)
 
 
 def _record(item: Item, result, multi_label: bool) -> dict:

@@ -42,6 +42,22 @@ def check_batch_args(argument: str | None, input_file: str | None, output: str |
         check_output_path(output, [input_file, *other_inputs])
 
 
+def refuse_result_fields(records: list, result_fields: tuple[str, ...], command: str) -> None:
+    """Refuse an input record with a field of the same name as one the result is written under.
+
+    Records are carried into their results, so the user's field (a reference label, summary or
+    translation kept for scoring) would be replaced without a word.
+
+    Raises:
+        InputError: naming the record's file and line, the field, and the fix.
+    """
+    for record in records:
+        for name in result_fields:
+            if name in record.fields:
+                raise InputError(f"{record.where}: field {name!r} is where `gptcli {command}` writes its result, "
+                                 f"so yours would be lost; rename it (e.g. to 'input_{name}') or drop it")
+
+
 def run_settings(output: str | None, model: str | None, adapter: str | None = None, **options) -> dict:
     """What makes the results of this run what they are, for the --output file's run record:
     the model (by identity, not only by name) and the options that change results, by flag name.

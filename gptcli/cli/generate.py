@@ -129,7 +129,9 @@ def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
             textio.check_argument(prompt, "the prompt")
         text = common.single_text(prompt)
         return [Item(1, Prompt(text=text), {"prompt": text})]
-    return [Item(r.id, _record_prompt(r), r.fields) for r in textio.read_records(input_file, "prompt")]
+    records = textio.read_records(input_file, "prompt")
+    common.refuse_result_fields(records, RESULT_FIELDS, "generate")
+    return [Item(r.id, _record_prompt(r), r.fields) for r in records]
 
 
 def _record_prompt(record):
@@ -141,6 +143,8 @@ def _record_prompt(record):
 
 
 ROLES = ("system", "user", "assistant", "tool")
+# What _Sink._record writes after the input's fields; "sample" even with -n 1: it is part of the resume key.
+RESULT_FIELDS = ("sample", "text", "prompt_tokens", "generated_tokens", "finish_reason")
 
 
 def _messages(record) -> tuple[dict, ...]:

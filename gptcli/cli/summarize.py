@@ -107,6 +107,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        common.refuse_result_fields(records, RESULT_FIELDS, "summarize")
         return [Item(r.id, r.text("text"), r.where, r.fields) for r in records]
     if text is not None and text != "-":  # the argument is the document; stdin is not read
         if not text.strip():
@@ -166,6 +167,9 @@ def _warn(item: Item, summary, summarizer) -> None:
     if summary.finish_reason == "length":  # a result cut by a token limit says so
         console.warn(f"{item.where}: the summary stopped at its limit of {summarizer.final_tokens} tokens "
                      f"before it ended; {summarizer.length_hint()}")
+
+
+RESULT_FIELDS = ("summary", "input_tokens", "chunks", "levels", "truncated", "generated_tokens", "finish_reason")
 
 
 def _record(item: Item, summary) -> dict:

@@ -96,6 +96,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        common.refuse_result_fields(records, RESULT_FIELDS, "translate")
         return _file_items(records, textio.reads_as_lines(input_file))
     if text is not None and text != "-":
         lines = textio.split_lines(textio.check_argument(text, "the text")) or [text]
@@ -144,6 +145,9 @@ class _Run(common.TaskRun):
                 progress.advance()
         if self.show_stats:
             _report_stats(lm, translator.stats, time.perf_counter() - started, clock, len(items))
+
+
+RESULT_FIELDS = ("translation", "segments", "input_tokens", "generated_tokens")
 
 
 def _record(item: Item, result) -> dict:
