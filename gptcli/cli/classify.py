@@ -75,15 +75,28 @@ def classify(
 
       gptcli classify --input news.jsonl --labels-file topics.txt --multi-label --json
     """
+    chosen = read_labels(labels, labels_file)
+    if not chosen and model is None:
+        raise UsageError("give the labels: --labels positive,negative or --labels-file FILE")
+    params = classify_params(chosen, multi_label, threshold, batch_size, prompt, hypothesis_template, label_template)
+    common.check_batch_args(text, input_file, output, (labels_file,))
+    items = _read_items(text, input_file, multi_label)
+    load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
+    settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
+                                   multi_label=multi_label, threshold=params.threshold, prompt=prompt,
+                                   hypothesis_template=hypothesis_template, label_template=label_template)
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(items, load_options)
+
+
+def classify_params(labels: tuple[str, ...], multi_label: bool, threshold: float | None, batch_size: int,
+                    prompt: str | None, hypothesis_template: str, label_template: str | None):
+    """The label options as checked ClassifyParams (`gptcli eval classify` takes the same options)."""
     from gptcli import textio
     from gptcli.services.classify import DEFAULT_THRESHOLD, ClassifyParams, check_params
 
-    chosen = _read_labels(labels, labels_file)
-    if not chosen and model is None:
-        raise UsageError("give the labels: --labels positive,negative or --labels-file FILE")
     if threshold is not None and not multi_label:
         raise UsageError("--threshold applies to --multi-label; add --multi-label or drop --threshold")
-    params = ClassifyParams(chosen, multi_label, DEFAULT_THRESHOLD if threshold is None else threshold,
+    params = ClassifyParams(labels, multi_label, DEFAULT_THRESHOLD if threshold is None else threshold,
                             batch_size or 1, prompt=prompt, hypothesis_template=hypothesis_template,
                             label_template=label_template)
     for template, option in ((prompt, "--prompt"), (hypothesis_template, "--hypothesis-template"),
@@ -91,16 +104,10 @@ def classify(
         if template is not None:
             textio.check_argument(template, option)
     check_params(params)
-    common.check_batch_args(text, input_file, output, (labels_file,))
-    items = _read_items(text, input_file, multi_label)
-    load_options = _load_options(model, device, dtype, trust_remote_code, allow_pickle)
-    settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
-                                   multi_label=multi_label, threshold=params.threshold, prompt=prompt,
-                                   hypothesis_template=hypothesis_template, label_template=label_template)
-    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(items, load_options)
+    return params
 
 
-def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:
+def read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:
     from gptcli import textio
     from gptcli.services.classify import check_labels
 
@@ -114,7 +121,7 @@ def _read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]
     return ()
 
 
-def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
+def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle):
     from gptcli.models.loader import LoadOptions
     from gptcli.models.resolve import MINILM_ALIAS
 
@@ -144,7 +151,7 @@ def _read_items(text: str | None, input_file: str | None, multi_label: bool = Fa
     return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]
 
 
-class _Run(common.TaskRun):
+class Run(common.TaskRun):
     """classify: score every text, write its labels."""
 
     command = "classify"

@@ -120,13 +120,18 @@ class TaskRun:
     def work(self, lm, items: list, sink, clock: RunClock) -> None:
         raise NotImplementedError
 
-    def execute(self, items: list, load_options) -> None:
+    def open_sink(self, run):
+        """Where the results go (``gptcli eval`` keeps them to score instead of printing them)."""
         from gptcli.cli.sink import ResultSink
+
+        return ResultSink(self.output, self.json_output, run, overwrite=self.overwrite)
+
+    def execute(self, items: list, load_options) -> None:
         from gptcli.models import load_model
 
         clock = RunClock()
         run = run_record(self.command, self.settings, items)
-        with ResultSink(self.output, self.json_output, run, overwrite=self.overwrite) as sink:
+        with self.open_sink(run) as sink:
             todo = pending(items, lambda id_: sink.is_done((id_,)), self.unit)
             if todo:
                 lm = load_model(load_options, accept=self.accepts(), command=self.command)

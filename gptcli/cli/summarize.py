@@ -91,7 +91,7 @@ def summarize(
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, dtype=dtype, length=length, max_new_tokens=max_new_tokens,
                                    overflow=overflow, max_input_tokens=max_input_tokens)
-    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite,
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite,
          batch_input=input_file is not None).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
@@ -118,7 +118,7 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
 
 @dataclass
-class _Run(common.TaskRun):
+class Run(common.TaskRun):
     """summarize: one summary per document (newlines folded when there are many)."""
 
     batch_input: bool = False

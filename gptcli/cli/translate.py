@@ -69,19 +69,24 @@ def translate(
 
       gptcli translate --input lines.jsonl --to es --output lines.es.jsonl
     """
+    params = translate_params(to, source, batch_size, max_new_tokens)
+    common.check_batch_args(text, input_file, output)
+    items = _read_items(text, input_file)
+    settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
+                                   **{"from": source})
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
+
+
+def translate_params(to: str | None, source: str | None, batch_size: int, max_new_tokens: int | None):
+    """The language options as checked TranslateParams (`gptcli eval translate` takes the same options)."""
     from gptcli.services.languages import check_pair
     from gptcli.services.translate import TranslateParams
 
     if to is None:
         raise UsageError("give the target language: --to de (an ISO 639-1 code such as de, fr, zh)")
     check_pair(to, source)
-    common.check_batch_args(text, input_file, output)
-    params = TranslateParams(to, source, batch_size or 1, max_new_tokens)
-    items = _read_items(text, input_file)
-    settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
-                                   **{"from": source})
-    _Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(
-        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
+    return TranslateParams(to, source, batch_size or 1, max_new_tokens)
 
 
 def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
@@ -119,7 +124,7 @@ def _file_items(records, is_text_file: bool) -> list[Item]:
     return items
 
 
-class _Run(common.TaskRun):
+class Run(common.TaskRun):
     """translate: every line, line-true."""
 
     command = "translate"
