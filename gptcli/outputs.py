@@ -108,10 +108,13 @@ class ResultFile:
     done: set = field(default_factory=set)
     dropped_torn_line: bool = False
     resumable: bool = True
+    replacing: RunRecord | None = None  # --overwrite: the run whose first record replaces the old results
 
     def write(self, obj: dict) -> None:
         """Append one record whole; on failure or interruption cut the file back to whole records."""
         data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        if self.replacing is not None:
+            self._replace_old_results()
         good = self.handle.tell() if self.resumable else None
         try:
             view = memoryview(data)
@@ -124,6 +127,14 @@ class ResultFile:
         except BaseException:  # Ctrl-C, SIGTERM mid-record: keep only whole records
             self._cut_back(good)
             raise
+
+    def _replace_old_results(self) -> None:
+        """--overwrite empties the file only now that a new result exists: a run that fails to load
+        its model, or is stopped before its first result, leaves the old results and their run record."""
+        self.handle.truncate(0)
+        self.handle.seek(0, os.SEEK_END)
+        _write_run_record(run_record_path(self.path), self.replacing)
+        self.replacing = None
 
     def _cut_back(self, size: int | None) -> None:
         if size is None:
@@ -154,9 +165,10 @@ def open_result_file(output: str, key_fields: tuple[str, ...], run: RunRecord,
     try:
         saved = _read_run_record(record_path) or saved  # as the last writer left it, now that we hold the lock
         result = ResultFile(path, handle)
-        if overwrite:
-            handle.truncate(0)
-        elif path.stat().st_size:
+        if overwrite and path.stat().st_size:
+            result.replacing = run
+            return result
+        if path.stat().st_size:
             _check_same_run(saved, run, output)
             _resume(result, key_fields, run, saved, output)
         _write_run_record(record_path, run)
@@ -261,6 +273,33 @@ def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[set, in
             done.add(tuple(obj.get(name) for name in key_fields))
             good += len(raw)
     return done, good, False
+
+
+def read_results(path: str) -> list[tuple[str, dict]]:
+    """("file:line", record) for each record of a results file in the form gptcli writes them (JSON
+    lines, each an object with an id), whatever the file's name: an --output file of an earlier run.
+
+    Raises:
+        InputError: the file cannot be read, or naming the first line that is not such a record.
+    """
+    file = Path(path).expanduser()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: {'no such file' if not file.exists() else f'cannot read ({exc.strerror})'}") from None
+    records = []
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            obj = None
+        if not isinstance(obj, dict) or "id" not in obj:
+            raise InputError(f"{path}:{number}: not a result record (a JSON object with an id, one per line, "
+                             f"as `--output` writes them)")
+        records.append((f"{path}:{number}", obj))
+    return records
 
 
 def _not_a_record(output: str, number: int) -> InputError:

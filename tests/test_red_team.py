@@ -58,3 +58,22 @@ def test_an_input_field_named_like_a_result_field_is_refused_not_overwritten(
     result = cli(command, "--input", data, "-m", model, "--json", *extra)
     assert_one_line_error(result, 2, "in.jsonl:1", repr(field), "rename it")
     assert result.stdout == ""
+
+
+# ---------------------------------------------------------------- --overwrite replaces only once there is a result
+
+
+@pytest.mark.parametrize("model", ["tiny_bert", "nobody/no-such-model"])
+def test_overwrite_keeps_the_old_results_when_the_new_run_fails_before_its_first_result(
+        cli, tmp_path, tiny_llama, tiny_bert, model):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\nworld\n")
+    out = tmp_path / "out.jsonl"
+    args = ["generate", "--input", prompts, "-o", out, "--max-new-tokens", "2"]
+    assert cli(*args, "-m", tiny_llama).exit_code == 0
+    before = out.read_bytes(), (tmp_path / "out.jsonl.gptcli.json").read_bytes()
+    failed = cli(*args, "-m", tiny_bert if model == "tiny_bert" else model, "--overwrite")
+    assert failed.exit_code in (1, 2) and "gptcli: error: " in failed.stderr
+    assert (out.read_bytes(), (tmp_path / "out.jsonl.gptcli.json").read_bytes()) == before
+    resumed = cli(*args, "-m", tiny_llama)  # the old run is still whole, and still the file's
+    assert resumed.exit_code == 0 and "nothing to do" in resumed.stderr, resumed.stderr
