@@ -175,27 +175,54 @@ def _text_records(name: str, text: str, text_field: str) -> Iterator[Record]:
 
 
 def _jsonl_records(name: str, text: str, _text_field: str = "") -> Iterator[Record]:
+    return (_record(*found) for found in _jsonl_values(name, text))
+
+
+def _jsonl_values(name: str, text: str) -> Iterator[tuple[object, str, int, int]]:
     # Split on \n only: a JSON string may hold U+2028, U+0085 ..., which str.splitlines breaks on.
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{number}"
-        value, end = _decode_json(line, _skip_space(line, 0), name, number, where)
-        if _skip_space(line, end) < len(line):
-            raise InputError(f"{where}: not valid JSON (extra data at column {end + 1}); "
-                             f"a .jsonl file holds one object per line")
-        yield _record(value, where, number, number)
+        if line.strip():
+            yield parse_json_line(line, name, number), f"{name}:{number}", number, number
+
+
+def parse_json_line(line: str, name: str, number: int) -> object:
+    """Line ``number`` of the JSON-lines file ``name``: one JSON value, checked (finetune reads its data so too).
+
+    Raises:
+        InputError: naming "name:number": not JSON, more than one value, or a value that cannot be
+            right (a lone surrogate, NaN, a repeated key, nesting past MAX_DEPTH).
+    """
+    where = f"{name}:{number}"
+    value, end = _decode_json(line, _skip_space(line, 0), name, number, where)
+    if _skip_space(line, end) < len(line):
+        raise InputError(f"{where}: not valid JSON (extra data at column {end + 1}); "
+                         f"a .jsonl file holds one object per line")
+    return value
+
+
+def json_values(name: str, text: str) -> Iterator[tuple[str, object]]:
+    """("name:line", value) for each record of a .json file's ``text``, checked as ``parse_json_line`` does.
+
+    Raises:
+        InputError: naming the file and line of the first problem.
+    """
+    return ((where, value) for value, where, _line, _number in _json_values(name, text))
 
 
 def _json_records(name: str, text: str, _text_field: str) -> Iterator[Record]:
+    return (_record(*found) for found in _json_values(name, text))
+
+
+def _json_values(name: str, text: str) -> Iterator[tuple[object, str, int, int]]:
     """A .json file: an array of objects (or, as finetune also reads them, one object per line)."""
     start = _skip_space(text, 0)
     if text.startswith("[", start):
-        return _json_array_records(name, text, start + 1)
+        return _json_array_values(name, text, start + 1)
     if _is_one_document(text, start):  # a single object, maybe over many lines: one record
-        where = f"{name}:{_line_of(text, start)}"
-        return iter([_record(_decode_json(text, start, name, 1, where)[0], where, _line_of(text, start), 1)])
-    return _jsonl_records(name, text)
+        line = _line_of(text, start)
+        where = f"{name}:{line}"
+        return iter([(_decode_json(text, start, name, 1, where)[0], where, line, 1)])
+    return _jsonl_values(name, text)
 
 
 def _is_one_document(text: str, start: int) -> bool:
@@ -206,7 +233,7 @@ def _is_one_document(text: str, start: int) -> bool:
     return _skip_space(text, end) == len(text)
 
 
-def _json_array_records(name: str, text: str, pos: int) -> Iterator[Record]:
+def _json_array_values(name: str, text: str, pos: int) -> Iterator[tuple[object, str, int, int]]:
     line, counted, number = 1, 0, 0
     while True:
         pos = _skip_space(text, pos)
@@ -216,7 +243,7 @@ def _json_array_records(name: str, text: str, pos: int) -> Iterator[Record]:
         number += 1
         where = f"{name}:{line}"
         value, pos = _decode_json(text, pos, name, 1, where)
-        yield _record(value, where, line, number)
+        yield value, where, line, number
         pos = _skip_space(text, pos)
         if text.startswith(",", pos):
             pos += 1

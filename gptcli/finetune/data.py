@@ -7,10 +7,10 @@ reported together, the first one self-sufficient.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gptcli import textio
 from gptcli.errors import InputError
 
 TEXT, PROMPT_COMPLETION, MESSAGES, INSTRUCTION, LABELLED = (
@@ -25,6 +25,7 @@ FORMAT_KEYS = {  # required keys of each format, most specific first
 ROLES = ("system", "user", "assistant", "tool")
 MAX_PROBLEMS = 20
 SUFFIXES = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+DATA_OUT_OF_MEMORY_HINT = "all rows are read before training: split the file, or free memory"
 
 
 @dataclass
@@ -81,55 +82,78 @@ def _read_raw(path: str) -> list[tuple[str, object]]:
         raise InputError(f"{path}: no such file")
     if file.is_dir():
         raise InputError(f"{path}: is a folder; give a .jsonl, .json, .csv or .parquet file")
-    if file.suffix.lower() in (".jsonl", ".ndjson"):
-        return _jsonl_rows(name, file)
-    if file.suffix.lower() not in SUFFIXES:
+    suffix = file.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return _jsonl_rows(name, _text_of(name, file))
+    if suffix == ".json":  # textio's reader, not `datasets`: it would drop a lone surrogate without a word
+        return list(textio.json_values(name, _text_of(name, file)))
+    if suffix not in SUFFIXES:
         raise InputError(f"{path}: unknown data format {file.suffix or '(no suffix)'}; "
                          f"use .jsonl, .json, .csv or .parquet")
     return _dataset_rows(name, file)
 
 
-def _jsonl_rows(name: str, file: Path) -> list[tuple[str, object]]:
+def _text_of(name: str, file: Path) -> str:
     try:
-        text = file.read_bytes().decode("utf-8").lstrip("\ufeff")
+        return file.read_bytes().decode("utf-8").lstrip("\ufeff")
     except UnicodeDecodeError:
         raise InputError(f"{name}: not valid UTF-8; convert the file to UTF-8 (e.g. iconv -t utf-8)") from None
+
+
+def _jsonl_rows(name: str, text: str) -> list[tuple[str, object]]:
+    """Every line through textio's checks; a bad line is kept as a problem, so all of them are listed."""
     rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # \n only: strings may hold U+2028
         if not line.strip():
             continue
         where = f"{name}:{number}"
         try:
-            rows.append((where, json.loads(line)))
-        except json.JSONDecodeError as exc:
-            rows.append((where, _BadJson(f"not valid JSON ({exc.msg} at column {exc.colno})")))
+            rows.append((where, textio.parse_json_line(line, name, number)))
+        except InputError as exc:
+            rows.append((where, _BadJson(exc.message.removeprefix(f"{where}: "))))
     return rows
 
 
 def _dataset_rows(name: str, file: Path) -> list[tuple[str, object]]:
-    """json/csv/parquet through `datasets`; rows are numbered as records (csv: +1 for the header)."""
-    import datasets
-
-    datasets.disable_progress_bars()
+    """csv/parquet through `datasets`; csv rows are numbered by line (+1 for the header)."""
     kind = SUFFIXES[file.suffix.lower()]
+    where = (lambda i: f"{name}:{i + 2}") if kind == "csv" else (lambda i: f"{name}:record {i + 1}")
     try:
-        table = datasets.load_dataset(kind, data_files=str(file), split="train")
+        return _table_rows({"path": kind, "data_files": str(file)}, where)
     except Exception as exc:  # datasets raises many types for a malformed file
-        raise InputError(f"{name}: cannot read as {kind} ({str(exc).splitlines()[0][:200]})") from None
-    if kind == "csv":  # line 1 is the header
-        return [(f"{name}:{i + 2}", dict(row)) for i, row in enumerate(table)]
-    return [(f"{name}:record {i + 1}", dict(row)) for i, row in enumerate(table)]
+        _raise_if_out_of_memory(exc, name)
+        raise InputError(f"{name}: cannot read as {kind} ({_first_line(exc, 200)})") from None
 
 
 def _hub_rows(name: str) -> list[tuple[str, object]]:
+    try:
+        return _table_rows({"path": name}, lambda i: f"{name}:record {i + 1}")
+    except Exception as exc:
+        _raise_if_out_of_memory(exc, name)
+        raise InputError(f"--data {name}: not a local file, and the hub dataset could not be loaded "
+                         f"({_first_line(exc, 160)})") from None
+
+
+def _table_rows(source: dict, where) -> list[tuple[str, object]]:
     import datasets
 
-    try:
-        table = datasets.load_dataset(name, split="train")
-    except Exception as exc:
-        raise InputError(f"--data {name}: not a local file, and the hub dataset could not be loaded "
-                         f"({str(exc).splitlines()[0][:160]})") from None
-    return [(f"{name}:record {i + 1}", dict(row)) for i, row in enumerate(table)]
+    table = datasets.load_dataset(**source, split="train")
+    return [(where(i), dict(row)) for i, row in enumerate(table)]
+
+
+def _raise_if_out_of_memory(exc: BaseException, name: str) -> None:
+    """Out of memory is a runtime failure (exit 1), not a bad file; `datasets` may wrap it in its own error."""
+    from gptcli.models.placement import is_out_of_memory, out_of_memory_error
+
+    cause, seen = exc, 0
+    while cause is not None and seen < 10:
+        if is_out_of_memory(cause):
+            raise out_of_memory_error(f"reading {name}", cause, DATA_OUT_OF_MEMORY_HINT) from exc
+        cause, seen = cause.__cause__ or cause.__context__, seen + 1
+
+
+def _first_line(exc: BaseException, limit: int) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
 
 
 def _validate(raw: list[tuple[str, object]], task: str, problems: Problems) -> list[Row]:

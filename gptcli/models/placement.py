@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import dataclass
 
@@ -125,9 +126,12 @@ LOAD_OUT_OF_MEMORY_HINT = "try a narrower --dtype (bfloat16; int4 for a 4-bit GG
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """MemoryError, torch's OutOfMemoryError (CUDA, MPS), or the CPU allocator's failure (a RuntimeError)."""
+    """MemoryError, torch's OutOfMemoryError (CUDA, MPS), the CPU allocator's failure (a RuntimeError),
+    or an mmap that found no room (ENOMEM: pyarrow's OSError when `datasets` maps a table)."""
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return True
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOMEM or "cannot allocate memory" in str(exc).lower()
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text.lower())
 
