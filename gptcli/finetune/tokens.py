@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from gptcli.errors import InputError
 from gptcli.finetune import data as fmt
+from gptcli.services.prompting import render_chat
 
 IGNORE = -100  # the label torch's cross-entropy skips
 
@@ -82,13 +83,14 @@ def _render_chat(messages: list[dict], tokenizer, where: str) -> tuple[str, list
     if not getattr(tokenizer, "chat_template", None):
         raise InputError(f"{where}: 'messages' rows need a model with a chat template, and this one has none; "
                          f"use prompt/completion rows, or a chat model")
-    text = _template(tokenizer, messages, False)
+    text = _template(tokenizer, messages, where, generation_prompt=False)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = _template(tokenizer, messages[:index], True) if index else ""
-        through = _template(tokenizer, messages[: index + 1], False)
+        # What the model is shown before it answers (as `generate` prompts it), then through its answer.
+        before = _template(tokenizer, messages[:index], where, generation_prompt=True) if index else ""
+        through = _template(tokenizer, messages[: index + 1], where, generation_prompt=False)
         if not text.startswith(through) or not through.startswith(before):
             raise InputError(f"{where}: the chat template renders this conversation differently "
                              f"turn by turn, so assistant turns cannot be found; use --train-on-prompt")
@@ -99,8 +101,9 @@ def _render_chat(messages: list[dict], tokenizer, where: str) -> tuple[str, list
     return text, [(start, min(end, len(text))) for start, end in spans], True
 
 
-def _template(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def _template(tokenizer, messages: list[dict], where: str, generation_prompt: bool) -> str:
+    # The one renderer, shared with inference: same layout, and the same time and size limits.
+    return render_chat(tokenizer, messages, where, add_generation_prompt=generation_prompt)
 
 
 def tokenize(text: str, spans: list[tuple[int, int]], chat: bool, tokenizer, where: str) -> Example:
