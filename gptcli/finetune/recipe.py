@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptcli import console
+from gptcli import console, quiet
 from gptcli.errors import GptcliError, UsageError
 from gptcli.finetune import data as fmt
 from gptcli.finetune.config import TrainConfig
@@ -26,14 +26,23 @@ LORA_TARGETS = {
     "bert": ["query", "key", "value"], "roberta": ["query", "key", "value"], "distilbert": ["q_lin", "k_lin", "v_lin"],
 }
 INSPECT_COUNT = 3
-# torchrun, ending quietly on a signal: we pass SIGTERM on to it (``_wait_for``), it passes it to the
-# training processes, and then it would print a traceback of its own SignalException and warnings.
-TORCHRUN = ("import logging, sys\n"
+# torchrun, ending quietly: we pass SIGTERM on to it (``_wait_for``), it passes it to the training
+# processes, and then it would print a traceback of its own SignalException; when a training process
+# fails, the traceback of a ChildFailedError. It exits with the code of the first process that failed
+# (128 + n for a signal), and the launcher prints the one line (``_failure``).
+TORCHRUN = ("import logging, os, sys\n"
             "from torch.distributed.elastic.multiprocessing.api import SignalException\n"
-            "logging.getLogger('torch.distributed.elastic').setLevel(logging.ERROR)\n"
+            "from torch.distributed.elastic.multiprocessing.errors import ChildFailedError\n"
+            "logging.getLogger('torch.distributed.elastic').setLevel(os.environ['LOGLEVEL'])\n"
             "from torch.distributed.run import main\n"
             "try:\n    main(sys.argv[1:])\n"
-            "except SignalException as stop:\n    sys.exit(128 + int(stop.sigval))\n")
+            "except SignalException as stop:\n    sys.exit(128 + int(stop.sigval))\n"
+            "except ChildFailedError as failed:\n    code = failed.get_first_failure()[1].exitcode\n"
+            "    sys.exit(code if code > 0 else 128 - code)\n")
+# Set by ``launch`` for its training processes: the folder where each leaves its error for the
+# launcher, which prints it once (N processes failing alike would print N copies, then the
+# launcher its own line), and which says, once, that a signal stopped the run.
+LAUNCH_REPORTS = "GPTCLI_LAUNCH_REPORTS"
 
 
 @dataclass
@@ -84,6 +93,33 @@ def run(config: TrainConfig, inspect: bool = False) -> Path | None:
 
     Returns the output folder (None for --inspect and in non-main processes).
     """
+    if os.environ.get(LAUNCH_REPORTS) and not os.environ.get("GPTCLI_DEBUG"):
+        return _run_reported(config, inspect, Path(os.environ[LAUNCH_REPORTS]))
+    return _run(config, inspect)
+
+
+def _run_reported(config: TrainConfig, inspect: bool, folder: Path) -> Path | None:
+    """A training process of ``launch``: leave an error for the launcher, and end without a line.
+
+    A signal ends it quietly too (the checkpoint is saved first, as always): the launcher, or
+    torchrun's exit code, tells. With GPTCLI_DEBUG=1 every process prints its own, traceback and all.
+    """
+    from gptcli import signals
+
+    try:
+        return _run(config, inspect)
+    except GptcliError as exc:
+        rank = os.environ.get("RANK", "0")
+        (folder / f"error-{rank}.txt").write_text(f"{exc.exit_code}\n{exc.message}", encoding="utf-8")
+        code = exc.exit_code
+    except KeyboardInterrupt:  # SIGTERM, SIGHUP too
+        code = signals.exit_code()
+    # Out of the except block: the error, and the frames its traceback holds (the process group's
+    # threads among them), are gone before the exit; kept to the end, they abort it in C++.
+    sys.exit(code)
+
+
+def _run(config: TrainConfig, inspect: bool) -> Path | None:
     prepared = prepare(config)
     if inspect:
         _inspect(config, prepared)
@@ -129,11 +165,30 @@ def launch(config: TrainConfig) -> Path:
                    "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "gptcli", "finetune",
                    "--config", str(path)]
         console.log("launching: torchrun " + " ".join(command[3:]))
-        process = subprocess.Popen(command, env=_child_environment(config))
+        process = subprocess.Popen(command, env={**_child_environment(config), LAUNCH_REPORTS: folder})
         code = _wait_for(process)
-    if code != 0:
-        raise GptcliError(f"a training process failed (exit code {code}); see its message above")
+        if code != 0:
+            raise _failure(Path(folder), code)
     return Path(config.output)
+
+
+def _failure(folder: Path, code: int) -> GptcliError:
+    """The one line for a failed launch: the first error a training process left, else what the code says."""
+    import signal
+
+    reports = sorted(folder.glob("error-*.txt"), key=lambda path: path.stat().st_mtime_ns)
+    if reports:
+        exit_code, message = reports[0].read_text(encoding="utf-8").split("\n", 1)
+        error = GptcliError(message)
+        error.exit_code = int(exit_code)
+        return error
+    if code > 128 and code - 128 in signal.valid_signals():
+        error = GptcliError(f"a training process was stopped by {signal.Signals(code - 128).name}; the "
+                            f"checkpoints already saved are kept (rerun with --resume)")
+    else:  # an unexpected error, which the process printed itself
+        error = GptcliError(f"a training process failed (exit code {code}); see its message above")
+    error.exit_code = code
+    return error
 
 
 def _wait_for(process) -> int:
@@ -168,7 +223,8 @@ def _child_environment(config: TrainConfig) -> dict:
 
     env = dict(os.environ)
     env[folder.HELD_BY_PARENT] = str(Path(config.output).expanduser().resolve())
-    env.setdefault("LOGLEVEL", "ERROR")  # torchrun's own warnings ("shutting down workers") stay off stderr
+    # torchrun's own log lines ("shutting down workers", "failed (exitcode: 1)") only with -v.
+    env["LOGLEVEL"] = "WARNING" if quiet.verbose() else "CRITICAL"
     if config.device == "cpu" or not torch.cuda.is_available():
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif config.num_processes > torch.cuda.device_count():
