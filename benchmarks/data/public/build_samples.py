@@ -124,11 +124,67 @@ def build_dbpedia(raw):
     return train, test
 
 
+# --- translate ------------------------------------------------------------
+
+def repair_mojibake(text):
+    # A few English originals carry UTF-8 read as cp1252 ("Â£46.6m", "â‚¬1.3730");
+    # re-encoding restores the pound and euro signs and leaves clean text alone.
+    if "Â" not in text and "â" not in text:
+        return text
+    try:
+        return text.encode("cp1252").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+
+
+WMT16_ENFI_TEST = ["news.com.au.655807", "dailymail.co.uk.117669", "timemagazine.42715",
+                   "news.com.au.655831", "guardian.80586"]
+WMT16_ENFI_TRAIN = ["bbc.184506", "abcnews.151477"]
+
+
+def read_enfi_doc(raw, doc):
+    english = read_lines(raw / "wmt16_enfi" / f"{doc}.en")
+    finnish = read_lines(raw / "wmt16_enfi" / f"{doc}.fi")
+    assert len(english) == len(finnish), f"{doc}: {len(english)} English lines, {len(finnish)} Finnish"
+    return [{"text": repair_mojibake(en.strip()), "translation": fi.strip(), "to": "fi", "doc": doc}
+            for en, fi in zip(english, finnish)]
+
+
+def build_wmt16_enfi(raw):
+    train = [row for doc in WMT16_ENFI_TRAIN if (raw / "wmt16_enfi" / f"{doc}.en").exists()
+             for row in read_enfi_doc(raw, doc)]
+    test = [row for doc in WMT16_ENFI_TEST for row in read_enfi_doc(raw, doc)]
+    return train, test
+
+
+def read_tatoeba(path):
+    # The file lists one row per (English, Romanian) pair, several rows for an
+    # English sentence with more than one translation: keep the first as the
+    # reference and the others as alternatives.
+    rows, by_text = [], {}
+    for line in read_lines(path):
+        english, romanian = (part.strip() for part in line.split("\t"))
+        if english in by_text:
+            by_text[english].setdefault("alternatives", []).append(romanian)
+            continue
+        by_text[english] = {"text": english, "translation": romanian, "to": "ro"}
+        rows.append(by_text[english])
+    return rows
+
+
+def build_tatoeba_enro(raw):
+    train = read_tatoeba(raw / "tatoeba_eng_ron_dev_0.tsv")
+    test = read_tatoeba(raw / "tatoeba_eng_ron_test_337331.tsv")
+    return train, test
+
+
 BUILDERS = {
     "sst2": build_sst2,
     "uci_reviews": build_uci,
     "ag_news": build_ag,
     "dbpedia14": build_dbpedia,
+    "wmt16_en_fi": build_wmt16_enfi,
+    "tatoeba_en_ro": build_tatoeba_enro,
 }
 
 
@@ -136,8 +192,9 @@ def check(name, split, rows):
     assert rows, f"{name}/{split} is empty"
     for row in rows:
         for key, value in row.items():
-            assert isinstance(value, str) and value.strip(), f"{name}/{split}: empty {key}"
-            value.encode("utf-8")
+            for item in value if isinstance(value, list) else [value]:
+                assert isinstance(item, str) and item.strip(), f"{name}/{split}: empty {key}"
+                item.encode("utf-8")
     labels = Counter(row["label"] for row in rows) if "label" in rows[0] else None
     return f"{name}/{split}: {len(rows)} rows" + (f", labels {dict(labels)}" if labels else "")
 
@@ -148,7 +205,7 @@ def main():
         if not all((raw / n).exists() for n in getattr(build, "needs", [])):
             continue
         train, test = build(raw)
-        overlap = {json.dumps(r, sort_keys=True) for r in train} & {json.dumps(r, sort_keys=True) for r in test}
+        overlap = {r["text"] for r in train} & {r["text"] for r in test}
         assert not overlap, f"{name}: {len(overlap)} rows in both splits"
         for split, rows in (("train", train), ("test", test)):
             print(check(name, split, rows))
