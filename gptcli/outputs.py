@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import os
+import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,17 +74,47 @@ def check_output_path(output: str, inputs: list[str | None]) -> None:
     if out.name.endswith(RUN_RECORD_SUFFIX):
         raise UsageError(f"--output {output} is a gptcli run record, not a results file; "
                          f"give the results file's name")
+    if not output:
+        raise UsageError("--output is empty; give a file name such as out.jsonl")
+    if _is_stream(out):
+        return
+    _check_name_length(out, output)
     if not out.parent.exists():
         raise UsageError(f"--output {output}: the folder {out.parent} does not exist; create it first")
     if out.is_dir():
         raise UsageError(f"--output {output} is a folder; give a file name such as {output.rstrip('/')}/out.jsonl")
-    if not out.exists() or _is_stream(out):
+    record = run_record_path(out)
+    if record.exists() and not record.is_file():
+        raise UsageError(f"--output {output}: {record}, where gptcli keeps the run record, is not a file; "
+                         f"move it aside or give another --output")
+    if not out.exists():
         return
     for given in inputs:
         if given and given != "-" and Path(given).expanduser().exists() \
                 and os.path.samefile(out, Path(given).expanduser()):
             raise UsageError(f"--output {output} is the input file {given} of this run; "
                              f"write the results to another file")
+
+
+def _check_name_length(out: Path, output: str) -> None:
+    """Room for the results file's name and its run record's, and a path the system can open."""
+    try:
+        limit = os.pathconf(out.parent if out.parent.exists() else ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    size = len(os.fsencode(out.name))
+    if size + len(RUN_RECORD_SUFFIX) > limit:
+        raise UsageError(f"--output {_short(output)}: the file name is {size} bytes; with its run record beside "
+                         f"it ({RUN_RECORD_SUFFIX} added) it may have at most {limit - len(RUN_RECORD_SUFFIX)}: "
+                         f"give a shorter name")
+    try:
+        out.exists()
+    except OSError as exc:  # a path longer than the system takes (ENAMETOOLONG)
+        raise UsageError(f"--output {_short(output)}: {exc.strerror}; give a shorter path") from None
+
+
+def _short(output: str) -> str:
+    return output if len(output) <= 60 else output[:60] + "..."
 
 
 def _is_stream(path: Path) -> bool:
@@ -183,6 +214,10 @@ def _check_owner(path: Path, output: str, record_path: Path) -> dict | None:
     saved = _read_run_record(record_path)
     if not path.exists() or saved is not None or path.stat().st_size == 0:
         return saved
+    if record_path.exists():
+        raise UsageError(f"--output {output}: its run record {record_path.name} is damaged (edited?), so gptcli "
+                         f"cannot tell which run wrote it; both were left as they are: give a new --output "
+                         f"file, or move these aside")
     raise UsageError(f"--output {output} exists and was not written by gptcli (there is no "
                      f"{record_path.name} beside it); it was left as it is: give a new --output "
                      f"file, or move this one aside")
@@ -193,7 +228,10 @@ def _read_run_record(record_path: Path) -> dict | None:
         saved = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
-    return saved if isinstance(saved, dict) and saved.get("gptcli_run") == FORMAT else None
+    if not isinstance(saved, dict) or saved.get("gptcli_run") != FORMAT:
+        return None
+    shapes = (("command", str), ("settings", dict), ("inputs", dict))
+    return saved if all(isinstance(saved.get(name), kind) for name, kind in shapes) else None  # else: edited
 
 
 def _open(path: Path, output: str, flags: int):
@@ -309,11 +347,14 @@ def _not_a_record(output: str, number: int) -> InputError:
 
 def _write_run_record(record_path: Path, run: RunRecord) -> None:
     """Replace the run record atomically: a crash leaves the old one or the new one, whole."""
-    temp = record_path.with_name(f".{record_path.name}.{os.getpid()}.tmp")
+    temp = None
     try:
+        # A short name of its own: the record's name plus a suffix could pass the name limit.
+        temp = record_path.with_name(f".gptcli-run-{os.getpid()}-{secrets.token_hex(4)}.tmp")
         temp.write_text(json.dumps(run.to_json()), encoding="utf-8")
         os.replace(temp, record_path)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
         raise GptcliError(f"cannot write {record_path}: {exc.strerror}; free some space or make "
                           f"the folder writable, then rerun") from None

@@ -77,3 +77,44 @@ def test_overwrite_keeps_the_old_results_when_the_new_run_fails_before_its_first
     assert (out.read_bytes(), (tmp_path / "out.jsonl.gptcli.json").read_bytes()) == before
     resumed = cli(*args, "-m", tiny_llama)  # the old run is still whole, and still the file's
     assert resumed.exit_code == 0 and "nothing to do" in resumed.stderr, resumed.stderr
+
+
+# ---------------------------------------------------------------- --output names and run records that cannot be right
+
+
+@pytest.mark.parametrize("edit", [{"settings": ["x"]}, {"inputs": [1]}, {"command": 5}, {"settings": None}])
+def test_an_edited_run_record_of_the_wrong_shape_is_a_one_line_refusal(cli, tmp_path, tiny_llama, edit):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    out, record = tmp_path / "out.jsonl", tmp_path / "out.jsonl.gptcli.json"
+    args = ["generate", "--input", prompts, "-o", out, "-m", tiny_llama, "--max-new-tokens", "2"]
+    assert cli(*args).exit_code == 0
+    record.write_text(json.dumps({**json.loads(record.read_text()), **edit}))
+    before = out.read_bytes(), record.read_bytes()
+    assert_one_line_error(cli(*args), 2, "out.jsonl.gptcli.json is damaged", "give a new --output")
+    assert_one_line_error(cli(*args, "--overwrite"), 2, "is damaged")
+    assert (out.read_bytes(), record.read_bytes()) == before
+
+
+def test_an_output_name_too_long_for_its_run_record_is_refused_before_anything_is_made(cli, tmp_path, tiny_llama):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    fits = "x" * 237 + ".jsonl"  # 243 bytes: with .gptcli.json, 255
+    assert cli("generate", "-i", prompts, "-o", tmp_path / fits, "-m", tiny_llama, "--max-new-tokens", "1").exit_code == 0
+    assert (tmp_path / (fits + ".gptcli.json")).is_file()
+    too_long = "y" * 238 + ".jsonl"
+    result = cli("generate", "-i", prompts, "-o", tmp_path / too_long, "-m", tiny_llama)
+    assert_one_line_error(result, 2, "the file name is 244 bytes", "at most 243", "shorter name")
+    deep = tmp_path.joinpath(*["abcdefgh"] * 600, "out.jsonl")  # past PATH_MAX
+    assert_one_line_error(cli("generate", "-i", prompts, "-o", deep, "-m", tiny_llama), 2, "--output", "shorter path")
+    assert sorted(p.name[:1] for p in tmp_path.iterdir()) == ["p", "x", "x"]
+
+
+def test_a_run_record_path_that_is_a_folder_and_an_empty_output_name_are_named(cli, tmp_path, tiny_llama):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hello\n")
+    (tmp_path / "out.jsonl.gptcli.json").mkdir()
+    result = cli("generate", "-i", prompts, "-o", tmp_path / "out.jsonl", "-m", tiny_llama)
+    assert_one_line_error(result, 2, "where gptcli keeps the run record, is not a file")
+    assert not (tmp_path / "out.jsonl").exists()
+    assert_one_line_error(cli("generate", "-i", prompts, "-o", "", "-m", tiny_llama), 2, "--output is empty")
