@@ -178,6 +178,26 @@ def build_tatoeba_enro(raw):
     return train, test
 
 
+# --- summarize --------------------------------------------------------------
+
+def read_xsum(paths):
+    rows = []
+    for path in paths:
+        for line in read_lines(path):
+            record = json.loads(line)
+            # Parts of these copies carry UTF-8 read as cp1252 ("\u00c2\u00a3500m"
+            # for "£500m"); repair line by line, which leaves clean lines alone.
+            document = "\n".join(repair_mojibake(part) for part in record["document"].split("\n"))
+            rows.append({"text": document.strip(), "summary": repair_mojibake(record["summary"]).strip()})
+    return rows
+
+
+def build_xsum(raw):
+    train = read_xsum([raw / "xsum_fixture_sample.jsonl"])
+    test = read_xsum([raw / f"xsum_test_{offset}.jsonl" for offset in (1149441, 1165441, 1181441, 1197441)])
+    return train, test
+
+
 BUILDERS = {
     "sst2": build_sst2,
     "uci_reviews": build_uci,
@@ -185,6 +205,7 @@ BUILDERS = {
     "dbpedia14": build_dbpedia,
     "wmt16_en_fi": build_wmt16_enfi,
     "tatoeba_en_ro": build_tatoeba_enro,
+    "xsum": build_xsum,
 }
 
 
