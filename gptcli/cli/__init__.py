@@ -45,12 +45,14 @@ def _register() -> None:
     from gptcli.cli import finetune
     from gptcli.cli import summarize
     from gptcli.cli import translate
+    from gptcli.cli import eval as eval_cli
 
     app.command(name="generate", no_args_is_help=False)(generate.generate)
     app.command(name="classify", no_args_is_help=False)(classify.classify)
     app.command(name="finetune")(finetune.finetune)
     app.command(name="summarize", no_args_is_help=False)(summarize.summarize)
     app.command(name="translate", no_args_is_help=False)(translate.translate)
+    app.add_typer(eval_cli.app, name="eval")
 
 
 _register()
