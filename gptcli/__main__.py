@@ -8,8 +8,14 @@ import sys
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run gptcli with ``argv`` (default: sys.argv[1:]) and return the exit code."""
+def main(argv: list[str] | None = None, exiting: bool = False) -> int:
+    """Run gptcli with ``argv`` (default: sys.argv[1:]) and return the exit code.
+
+    ``exiting``: the process ends after this (the console script). Signals are then ignored
+    from the return on, instead of handed back to Python's own handlers: a second Ctrl-C while
+    the interpreter shuts down would print a KeyboardInterrupt traceback and die of SIGINT,
+    after gptcli has already said how the run ended.
+    """
     from gptcli import signals, textio
 
     textio.configure_stdout()
@@ -17,7 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run_app(argv)
     finally:
-        signals.restore(previous_handlers)
+        if exiting:
+            signals.ignore_all()
+        else:
+            signals.restore(previous_handlers)
 
 
 def _run_app(argv: list[str] | None) -> int:
@@ -93,7 +102,7 @@ def _silence_stdout() -> None:
 
 def run() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    sys.exit(main(exiting=True))
 
 
 if __name__ == "__main__":

@@ -48,6 +48,15 @@ def restore(previous: dict) -> None:
         signal.signal(signum, handler)
 
 
+def ignore_all() -> None:
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on: the process is exiting, its clean-up done."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, *HANDLED):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def _raise_terminated(signum, frame) -> None:
     global received
     if received is not None:

@@ -4,9 +4,13 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 
 import pytest
 
+from tests.conftest import gptcli_command, interruptible
 from tests.tasks import tiny_classifiers as tc
 from tests.tasks import tiny_seq2seq
 
@@ -118,3 +122,43 @@ def test_a_run_record_path_that_is_a_folder_and_an_empty_output_name_are_named(c
     assert_one_line_error(result, 2, "where gptcli keeps the run record, is not a file")
     assert not (tmp_path / "out.jsonl").exists()
     assert_one_line_error(cli("generate", "-i", prompts, "-o", "", "-m", tiny_llama), 2, "--output is empty")
+
+
+# ---------------------------------------------------------------- signals
+
+
+def _batch(tmp_path, model, count: int) -> list[str]:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt number {i} about the sea\n" for i in range(count)))
+    return gptcli_command() + ["generate", "--input", str(prompts), "-o", str(tmp_path / "out.jsonl"), "-m",
+                               str(model), "--max-new-tokens", "40", "--batch-size", "1"]
+
+
+def _wait_for_records(out, count: int, proc) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if out.exists() and out.read_text().count("\n") >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the run did not write its first records in time")
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_burst_of_signals_ends_with_one_message_and_the_signals_exit_code(tiny_llama, tmp_path, signum, code):
+    """Ctrl-C pressed again and again (or a supervisor that repeats SIGTERM): the later signals
+    land in the clean-up or the interpreter's shutdown, which printed 'Exception ignored in
+    atexit callback ... KeyboardInterrupt' and died of the signal (-2) instead of exiting 130."""
+    out = tmp_path / "out.jsonl"
+    proc = subprocess.Popen(_batch(tmp_path, tiny_llama, 200), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=interruptible)
+    _wait_for_records(out, 2, proc)
+    for _ in range(40):
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signum)
+        time.sleep(0.003)
+    stderr = proc.communicate(timeout=60)[1]
+    assert proc.returncode == code, stderr
+    assert "Traceback" not in stderr and all(line.startswith("gptcli: ") for line in stderr.splitlines()), stderr
+    text = out.read_text()
+    assert text == "" or (text.endswith("\n") and all(json.loads(line) for line in text.splitlines()))
