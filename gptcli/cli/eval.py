@@ -317,8 +317,11 @@ def _read_cases(task: str, data: str, field: str, result_fields: tuple[str, ...]
     records = textio.read_records(data, "text")
     others = tuple(name for name in result_fields if name != field) + (EXPECTED,)
     common.refuse_result_fields(records, others, f"eval {task}")
-    return [_Case(make_item(r, r.text("text")), r.text(field).strip() if field == "label" else r.text(field),
-                  r.where) for r in records]
+    cases = []
+    for r in records:
+        text, reference = r.text("text"), r.text(field)
+        cases.append(_Case(make_item(r, text), reference.strip() if field == "label" else reference, r.where))
+    return cases
 
 
 def _carried(record, field: str) -> dict:
