@@ -162,3 +162,18 @@ def test_a_burst_of_signals_ends_with_one_message_and_the_signals_exit_code(tiny
     assert "Traceback" not in stderr and all(line.startswith("gptcli: ") for line in stderr.splitlines()), stderr
     text = out.read_text()
     assert text == "" or (text.endswith("\n") and all(json.loads(line) for line in text.splitlines()))
+
+
+# ---------------------------------------------------------------- a result cut by a token limit says so
+
+
+def test_a_translation_cut_at_max_new_tokens_says_so(cli, marian):
+    """Marian (like the opus-mt checkpoints) forces an EOS into the last place, so a cut row looked
+    ended: the translation came out cut, exit 0, with no word on stderr and nothing in the record."""
+    result = cli("translate", "hello world the cat sat on the mat and the dog ran", "--to", "de", "-m", marian,
+                 "--max-new-tokens", "3", "--json")
+    assert result.exit_code == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["finish_reason"] == "length" and record["generated_tokens"] == 3
+    assert result.stderr.strip() == ("warning: 1 of 1 lines stopped at --max-new-tokens 3 before the translation "
+                                     "ended (finish_reason length); raise it for whole translations")

@@ -144,22 +144,35 @@ class Run(common.TaskRun):
         if translator.route.note:
             console.warn(translator.route.note)
         started = time.perf_counter()
+        cut = 0
         with console.Progress("translating", len(items)) as progress:
             for item, result in zip(items, translator.translate(item.text for item in items)):
                 sink.emit(_record(item, result), result.text)
+                cut += result.finish_reason == "length"
                 progress.advance()
+        if cut:  # a result cut by a token limit says so
+            console.warn(_cut_note(cut, len(items), self.params.max_new_tokens))
         if self.show_stats:
             _report_stats(lm, translator.stats, time.perf_counter() - started, clock, len(items))
 
 
-RESULT_FIELDS = ("translation", "segments", "input_tokens", "generated_tokens")
+RESULT_FIELDS = ("translation", "segments", "input_tokens", "generated_tokens", "finish_reason")
+
+
+def _cut_note(cut: int, total: int, max_new_tokens: int | None) -> str:
+    lines = f"{cut} of {total} lines"
+    if max_new_tokens is not None:
+        return f"{lines} stopped at --max-new-tokens {max_new_tokens} before the translation ended (finish_reason " \
+               f"length); raise it for whole translations"
+    return (f"{lines} stopped at their token limit (twice the segment's length plus 16, or the decoder's positions) "
+            f"before the translation ended (finish_reason length); the model may be repeating itself")
 
 
 def _record(item: Item, result) -> dict:
     record = {"id": item.id}
     record.update({k: v for k, v in item.fields.items() if k != "id"})
     record.update(translation=result.text, segments=result.segments, input_tokens=result.input_tokens,
-                  generated_tokens=result.generated_tokens)
+                  generated_tokens=result.generated_tokens, finish_reason=result.finish_reason)
     return record
 
 

@@ -139,9 +139,16 @@ class Runner:
         texts = tokenizer.batch_decode(out[:, start:], skip_special_tokens=True)
         pad = tokenizer.pad_token_id
         generated = [int((row[1:] != pad).sum()) for row in out]
-        ended = [self._ended(row[1:]) for row in out]
+        ended = [self._ended(row[1:]) and not (self._forces_eos() and g >= budget) for row, g in zip(out, generated)]
         return [Output(text.strip(), int(n), g, FINISH_EOS if e else FINISH_LENGTH)
                 for text, n, g, e in zip(texts, lengths, generated, ended)]
+
+    def _forces_eos(self) -> bool:
+        """Whether generate puts an EOS in the last place a row has (Marian and BART-cnn checkpoints set
+        forced_eos_token_id): a row that used its whole budget then ends in an EOS it did not choose."""
+        forced = self.generate_kwargs.get("forced_eos_token_id",
+                                          getattr(self.lm.model.generation_config, "forced_eos_token_id", None))
+        return forced is not None
 
     def _ended(self, row) -> bool:
         """Whether a generated row holds an end-of-sequence token (else it stopped at the budget)."""

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator
 from gptcli.errors import InputError, UsageError
 from gptcli.services import chunking
 from gptcli.services.languages import Route, language_name, plan_route
-from gptcli.services.text2text import Request, Runner, RunStats
+from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, Request, Runner, RunStats
 
 SEGMENT_TOKENS = 256  # the longest segment sent at once: translation models are trained on sentences
 LINES_PER_WINDOW = 64  # lines gathered before their segments are batched (output flows per window)
@@ -33,13 +33,18 @@ class TranslateParams:
 
 @dataclass
 class Translation:
-    """The translation of input line ``index`` (empty for a blank line)."""
+    """The translation of input line ``index`` (empty for a blank line).
+
+    ``finish_reason``: "length" when a segment stopped at its token limit before it ended (the
+    translation is cut), "eos" when every segment ended, None for a blank line (nothing to run).
+    """
 
     index: int
     text: str
     segments: int
     input_tokens: int
     generated_tokens: int
+    finish_reason: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,7 +122,7 @@ class Translator:
             outs = by_line[index]
             text = chunking.rejoin([_one_line(o.text) for o in outs])
             yield Translation(index, text, len(outs), sum(o.input_tokens for o in outs),
-                              sum(o.generated_tokens for o in outs))
+                              sum(o.generated_tokens for o in outs), _finish_reason(outs))
 
     def _request_text(self, piece: str) -> str:
         if self.route.family != "causal-lm":
@@ -131,6 +136,12 @@ class Translator:
         if self.params.max_new_tokens is not None:
             return self.params.max_new_tokens
         return 2 * source_tokens + 16
+
+
+def _finish_reason(outputs: list) -> str | None:
+    if not outputs:
+        return None
+    return FINISH_LENGTH if any(o.finish_reason == FINISH_LENGTH for o in outputs) else FINISH_EOS
 
 
 def _one_line(text: str) -> str:
