@@ -177,3 +177,19 @@ def test_a_translation_cut_at_max_new_tokens_says_so(cli, marian):
     assert record["finish_reason"] == "length" and record["generated_tokens"] == 3
     assert result.stderr.strip() == ("warning: 1 of 1 lines stopped at --max-new-tokens 3 before the translation "
                                      "ended (finish_reason length); raise it for whole translations")
+
+
+# ---------------------------------------------------------------- values that cannot be right, before loading
+
+
+@pytest.mark.parametrize("values, option", [
+    (["--temperature", "1e-40"], "--temperature"),
+    (["--temperature", "1e-320", "--top-k", "3"], "--temperature"),
+    (["--temperature", "0.5", "--repetition-penalty", "1e-300"], "--repetition-penalty"),
+    (["--temperature", "0.5", "-n", "100000000000000000000"], "--num-samples"),
+])
+def test_sampling_values_that_overflow_or_exhaust_memory_are_usage_errors(cli, tmp_path, values, option):
+    """They were 'unexpected RuntimeError: probability tensor contains either inf, nan' after loading,
+    and for -n 10**20 a process that took all memory until the kernel killed it."""
+    result = cli("generate", "hello", "-m", tmp_path / "not-loaded", *values)
+    assert_one_line_error(result, 2, option)

@@ -137,8 +137,9 @@ def _read_items(text: str | None, input_file: str | None, multi_label: bool = Fa
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        items = [Item(r.id, r.text("text"), r.fields) for r in records]  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS + (("labels",) if multi_label else ()), "classify")
-        return [Item(r.id, r.text("text"), r.fields) for r in records]
+        return items
     if text is not None and text != "-":
         if not textio.check_argument(text, "the text").strip():
             raise InputError("the text to classify is empty")

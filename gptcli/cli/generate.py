@@ -12,6 +12,7 @@ from gptcli.cli import options as opt
 from gptcli.errors import InputError, UsageError
 
 SAMPLING = "Sampling"
+MAX_SAMPLES = 10_000  # per prompt; every sample is planned up front, so 10**20 ate all memory before the first
 
 
 @dataclass
@@ -53,7 +54,7 @@ def generate(
     stop: Annotated[Optional[List[str]], typer.Option(rich_help_panel=SAMPLING,
                                                       help="End the output before this string (repeatable).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", rich_help_panel=SAMPLING,
-                                             help="Samples per prompt (needs --temperature > 0).")] = 1,
+                                             help=f"Samples per prompt, at most {MAX_SAMPLES} (needs --temperature > 0).")] = 1,
     stream: Annotated[bool, typer.Option(rich_help_panel=opt.OUTPUT_PANEL,
                                          help="Print a single prompt's tokens as they are made.")] = True,
     json_output: opt.JsonOutput = False,
@@ -101,8 +102,8 @@ def _validate(params, max_new_tokens: int, system: str | None) -> None:
             textio.check_argument(text, option)
     if max_new_tokens < 1:
         raise UsageError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if params.num_samples < 1:
-        raise UsageError(f"--num-samples must be at least 1, got {params.num_samples}")
+    if not 1 <= params.num_samples <= MAX_SAMPLES:
+        raise UsageError(f"--num-samples must be between 1 and {MAX_SAMPLES}, got {params.num_samples}")
     if params.num_samples > 1 and params.sampling.greedy:
         raise UsageError("--num-samples above 1 needs --temperature above 0 (greedy gives the same text each time)")
     if any(not s for s in params.stop):
@@ -130,8 +131,9 @@ def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
         text = common.single_text(prompt)
         return [Item(1, Prompt(text=text), {"prompt": text})]
     records = textio.read_records(input_file, "prompt")
+    items = [Item(r.id, _record_prompt(r), r.fields) for r in records]  # a missing prompt is named first
     common.refuse_result_fields(records, RESULT_FIELDS, "generate")
-    return [Item(r.id, _record_prompt(r), r.fields) for r in records]
+    return items
 
 
 def _record_prompt(record):

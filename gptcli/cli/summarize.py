@@ -107,8 +107,9 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        items = [Item(r.id, r.text("text"), r.where, r.fields) for r in records]  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS, "summarize")
-        return [Item(r.id, r.text("text"), r.where, r.fields) for r in records]
+        return items
     if text is not None and text != "-":  # the argument is the document; stdin is not read
         if not text.strip():
             raise InputError("the document to summarize is empty")

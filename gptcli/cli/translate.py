@@ -101,8 +101,9 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
+        items = _file_items(records, textio.reads_as_lines(input_file))  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS, "translate")
-        return _file_items(records, textio.reads_as_lines(input_file))
+        return items
     if text is not None and text != "-":
         lines = textio.split_lines(textio.check_argument(text, "the text")) or [text]
     elif text is None and not textio.stdin_is_piped():

@@ -10,6 +10,10 @@ from gptcli.errors import UsageError
 # One documented range for --seed: torch takes 0..2**64-1 (and negatives, folded), numpy and
 # llama.cpp 0..2**32-1; within this range a seed means the same thing on every backend.
 MAX_SEED = 2**32 - 1
+# Logits are divided by the temperature and positive ones by the repetition penalty: far below
+# this, float32 logits overflow to inf and sampling has no distribution left to draw from.
+# (Already at this value sampling is greedy in all but name.)
+MIN_DIVISOR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -30,14 +34,18 @@ class SamplingParams:
                 raise UsageError(f"--{setting.name.replace('_', '-')} must be a finite number, got {value}")
         if self.temperature < 0:
             raise UsageError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+        if 0 < self.temperature < MIN_DIVISOR:
+            raise UsageError(f"--temperature must be 0 (greedy) or at least {MIN_DIVISOR} (smaller values overflow "
+                             f"the logits), got {self.temperature}; use 0 for greedy")
         if not 0 < self.top_p <= 1:
             raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
         if self.top_k < 0:
             raise UsageError(f"--top-k must be 0 (off) or more, got {self.top_k}")
         if not 0 <= self.min_p < 1:
             raise UsageError(f"--min-p must be in [0, 1), got {self.min_p}")
-        if self.repetition_penalty <= 0:
-            raise UsageError(f"--repetition-penalty must be above 0 (1 is off), got {self.repetition_penalty}")
+        if self.repetition_penalty < MIN_DIVISOR:
+            raise UsageError(f"--repetition-penalty must be at least {MIN_DIVISOR} (1 is off; smaller values overflow "
+                             f"the logits), got {self.repetition_penalty}")
         if self.no_repeat_ngram_size < 0:
             raise UsageError(f"--no-repeat-ngram-size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
