@@ -193,3 +193,17 @@ def test_sampling_values_that_overflow_or_exhaust_memory_are_usage_errors(cli, t
     and for -n 10**20 a process that took all memory until the kernel killed it."""
     result = cli("generate", "hello", "-m", tmp_path / "not-loaded", *values)
     assert_one_line_error(result, 2, option)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["generate", "hello", "-m", ""], "--model is empty"),  # ran the default model
+    (["generate", "hello", "-m", " "], "--model is empty"),
+    (["classify", "hello", "--labels", "a,b", "-m", ""], "--model is empty"),  # ran MiniLM
+    (["generate", "hello", "-m", "tiny", "--adapter", ""], "--adapter is empty"),  # ran without the adapter
+    (["generate", "--input", "", "-m", "tiny"], "--input is empty"),  # ": is a folder, not a file"
+    (["translate", "--input", "", "--to", "de"], "--input is empty"),
+    (["classify", "hello", "--labels-file", ""], "--labels-file is empty"),
+])
+def test_an_empty_name_is_named_not_taken_as_the_default_or_the_current_folder(cli, tiny_llama, args, message):
+    args = [str(tiny_llama) if a == "tiny" else a for a in args]
+    assert_one_line_error(cli(*args), 2, message)

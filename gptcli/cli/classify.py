@@ -116,6 +116,8 @@ def read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:
     if labels is not None:
         return check_labels(textio.check_argument(labels, "--labels").split(","), "--labels")
     if labels_file is not None:
+        if not labels_file.strip():
+            raise UsageError("--labels-file is empty; give a file with one label per line")
         records = textio.read_records(labels_file, "label")
         return check_labels([record.text("label") for record in records], f"--labels-file {labels_file}")
     return ()
@@ -128,7 +130,9 @@ def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
     # classify's default is the packaged all-MiniLM-L6-v2, not the default causal LM: on our
     # labelled sets it scored 80.9% / 94.0% against SmolLM2's 83.2% / 64.5%, at a fraction of the
     # time (benchmarks/classify_accuracy.py, README "Classification accuracy").
-    return LoadOptions(model or MINILM_ALIAS, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
+    # `is None`, not `or`: an empty --model is an error (models.resolve), not the default.
+    return LoadOptions(MINILM_ALIAS if model is None else model, device, dtype, trust_remote_code,
+                       allow_pickle=allow_pickle)
 
 
 def _read_items(text: str | None, input_file: str | None, multi_label: bool = False) -> list[Item]:

@@ -38,6 +38,8 @@ def check_batch_args(argument: str | None, input_file: str | None, output: str |
 
     if input_file is not None and argument is not None:
         raise UsageError("give either a text argument or --input FILE, not both")
+    if input_file is not None and not input_file.strip():
+        raise UsageError("--input is empty; give a file name, or - for stdin")
     if output is not None:
         check_output_path(output, [input_file, *other_inputs])
 

@@ -80,6 +80,7 @@ def generate(
     sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed)
     params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
     _validate(params, max_new_tokens, system)
+    _check_adapter(adapter)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file)
     settings = common.run_settings(output, model, adapter, dtype=dtype, system=system, raw=raw, truncate=truncate,
@@ -108,6 +109,11 @@ def _validate(params, max_new_tokens: int, system: str | None) -> None:
         raise UsageError("--num-samples above 1 needs --temperature above 0 (greedy gives the same text each time)")
     if any(not s for s in params.stop):
         raise UsageError("--stop must not be empty")
+
+
+def _check_adapter(adapter: str | None) -> None:
+    if adapter is not None and not adapter.strip():  # was ignored: the run went on without the adapter
+        raise UsageError("--adapter is empty; give the adapter folder that `gptcli finetune` wrote")
 
 
 def _unescape(text: str) -> str:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from gptcli.errors import InputError
+from gptcli.errors import InputError, UsageError
 
 DEFAULT_ALIAS = "smollm2"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -53,7 +53,9 @@ def resolve(spec: str | None) -> ModelSource:
     Raises:
         InputError: a path that does not exist, or a folder that is not a model.
     """
-    spec = (spec or DEFAULT_ALIAS).strip()
+    spec = DEFAULT_ALIAS if spec is None else spec.strip()
+    if not spec:  # `-m "$MODEL"` with MODEL unset must not quietly run the default model
+        raise UsageError(f"--model is empty; give a model folder, a .gguf file, a hub id, or the alias {DEFAULT_ALIAS}")
     path = Path(spec).expanduser()
     if _exists(spec, path):
         return _resolve_path(spec, path)
