@@ -131,6 +131,16 @@ def read_records(path: str, text_field: str) -> list[Record]:
     return records
 
 
+def read_lines(path: str) -> list[str]:
+    """Every line of a text --input (or - for stdin), blank ones too, split as ``split_lines`` does.
+
+    For a command that keeps N lines in, N lines out: ``read_records`` skips blank lines, and
+    those after the last text would be lost.
+    """
+    name, data = _read_bytes(path)
+    return split_lines(_decode(data, name).lstrip("\ufeff"))
+
+
 def _read_bytes(path: str) -> tuple[str, bytes]:
     if path == "-":
         return "stdin", sys.stdin.buffer.read()

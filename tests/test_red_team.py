@@ -207,3 +207,15 @@ def test_sampling_values_that_overflow_or_exhaust_memory_are_usage_errors(cli, t
 def test_an_empty_name_is_named_not_taken_as_the_default_or_the_current_folder(cli, tiny_llama, args, message):
     args = [str(tiny_llama) if a == "tiny" else a for a in args]
     assert_one_line_error(cli(*args), 2, message)
+
+
+def test_translate_input_file_keeps_its_trailing_blank_lines_as_stdin_does(cli, marian, tmp_path):
+    """N lines in, N lines out: --input dropped the blank lines after the last text (1 line out for 3)."""
+    lines = tmp_path / "lines.txt"
+    lines.write_text("hello\n\n\n")
+    from_file = cli("translate", "--input", lines, "--to", "de", "-m", marian)
+    from_stdin = cli("translate", "--to", "de", "-m", marian, input="hello\n\n\n")
+    assert from_file.exit_code == from_stdin.exit_code == 0, from_file.stderr
+    assert from_file.stdout.count("\n") == from_stdin.stdout.count("\n") == 3
+    records = cli("translate", "--input", lines, "--to", "de", "-m", marian, "--json")
+    assert [json.loads(line)["id"] for line in records.stdout.splitlines()] == [1, 2, 3]

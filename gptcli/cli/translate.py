@@ -99,9 +99,11 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     """Lines from --input, the argument, or stdin; a blank line stays as an empty item."""
     from gptcli import textio
 
+    if input_file is not None and textio.reads_as_lines(input_file):
+        return _text_file_items(input_file, textio.read_lines(input_file))
     if input_file is not None:
         records = textio.read_records(input_file, "text")
-        items = _file_items(records, textio.reads_as_lines(input_file))  # a missing text is named first
+        items = [Item(r.id, r.text("text").strip(), r.fields) for r in records]  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS, "translate")
         return items
     if text is not None and text != "-":
@@ -115,14 +117,13 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     return [Item(number, line.strip(), {"text": line.strip()}) for number, line in enumerate(lines, start=1)]
 
 
-def _file_items(records, is_text_file: bool) -> list[Item]:
-    """--input records; in a text file the lines skipped as blank come back as blank items."""
-    items: list[Item] = []
-    for record in records:
-        if is_text_file:  # a text line's id is its line number: fill the gap the blank lines left
-            items.extend(Item(n, "", {"text": ""}) for n in range(len(items) + 1, record.id))
-        items.append(Item(record.id, record.text("text").strip(), record.fields))
-    return items
+def _text_file_items(name: str, lines: list[str]) -> list[Item]:
+    """A text --input: every line an item, its id its line number, blank lines blank items (trailing
+    ones too, as from stdin). The fields are what the record reader gave, so older --output files resume."""
+    if not any(line.strip() for line in lines):
+        raise InputError(f"{name}: no records (the file is empty or holds only blank lines)")
+    return [Item(number, line.strip(), {"text": line if line.strip() else ""})
+            for number, line in enumerate(lines, start=1)]
 
 
 class Run(common.TaskRun):
