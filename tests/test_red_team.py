@@ -219,3 +219,26 @@ def test_translate_input_file_keeps_its_trailing_blank_lines_as_stdin_does(cli, 
     assert from_file.stdout.count("\n") == from_stdin.stdout.count("\n") == 3
     records = cli("translate", "--input", lines, "--to", "de", "-m", marian, "--json")
     assert [json.loads(line)["id"] for line in records.stdout.splitlines()] == [1, 2, 3]
+
+
+# ---------------------------------------------------------------- a resumed seeded run writes what one run would
+
+
+def test_a_seeded_run_resumed_after_an_interruption_writes_what_one_run_writes(cli, tmp_path, tiny_llama):
+    """One random stream was shared by the whole run, so the inputs left after an interruption drew
+    from the start of the seed's stream: the resumed file mixed two different sets of samples."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a\nb\nc\nd\n")
+    whole, resumed = tmp_path / "whole.jsonl", tmp_path / "resumed.jsonl"
+    args = ["generate", "--input", prompts, "-m", tiny_llama, "--max-new-tokens", "6", "--temperature", "1.5",
+            "--seed", "1", "-n", "2"]
+    assert cli(*args, "-o", whole).exit_code == 0
+    done = whole.read_text().splitlines()
+    resumed.write_text("\n".join(done[:3]) + "\n")  # as a run stopped after three records leaves it
+    (tmp_path / "resumed.jsonl.gptcli.json").write_bytes((tmp_path / "whole.jsonl.gptcli.json").read_bytes())
+    again = cli(*args, "-o", resumed)
+    assert again.exit_code == 0 and "resuming: 3 results" in again.stderr, again.stderr
+    assert resumed.read_text().splitlines() == done
+    one_at_a_time = cli(*args, "--batch-size", "1", "--json")  # nor does the batch change a sample
+    assert [json.loads(line)["text"] for line in one_at_a_time.stdout.splitlines()] == \
+        [json.loads(line)["text"] for line in done]

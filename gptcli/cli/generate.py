@@ -203,6 +203,7 @@ class _Run:
     def _generate(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
         from gptcli.services import generate as gen
+        from gptcli.outputs import input_key
         from gptcli.services.batching import auto_batch_size, batch_token_budget, describe_auto_batch
 
         fitted = [self._fit(lm, item) for item in items]
@@ -214,7 +215,8 @@ class _Run:
             console.log(describe_auto_batch(params.batch_size, params.max_batch_tokens))
         stats = gen.GenerationStats()
         with console.Progress("generating", len(items) * params.num_samples) as progress:
-            for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats):
+            keys = [input_key(item.id) for item in items]  # seeded samples follow the input, not the batch
+            for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats, keys=keys):
                 if isinstance(event, gen.TextChunk):
                     sink.stream_text(event.text)
                     continue

@@ -72,10 +72,11 @@ class _Job:
     sample: int
     ids: list[int]
     max_new_tokens: int
+    key: str = ""  # what seeds this request's random stream: its prompt's key and sample number
 
 
 def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bool = False,
-             stats: GenerationStats | None = None) -> Iterator[TextChunk | Completion]:
+             stats: GenerationStats | None = None, keys: list | None = None) -> Iterator[TextChunk | Completion]:
     """Generate for many prompts; yield Completions in input order (and TextChunks if stream).
 
     Args:
@@ -84,12 +85,18 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
         params: sampling, stop strings, samples per prompt and batch size.
         stream: also yield TextChunks as text becomes final (meant for one prompt).
         stats: filled in with token counts and timings when given.
+        keys: a stable name for each prompt (its input id): with a seed, a prompt's samples depend
+            only on the seed, its key and its sample number, not on its batch or position.
+            Default: its position.
 
     Returns:
         An iterator; Completions come in (index, sample) order, each as soon as
         it and every one before it is done.
     """
-    jobs = [_Job(i, s, p.ids, p.max_new_tokens) for i, p in enumerate(prompts) for s in range(params.num_samples)]
+    prompts = list(prompts)
+    keys = list(range(len(prompts))) if keys is None else keys
+    jobs = [_Job(i, s, p.ids, p.max_new_tokens, f"{keys[i]}:{s}") for i, p in enumerate(prompts)
+            for s in range(params.num_samples)]
     picker = TokenPicker(params.sampling, lm.device)
     stats = stats or GenerationStats()
     order = [(job.index, job.sample) for job in jobs]
@@ -147,6 +154,7 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
     step_ids = input_ids
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     longest_new = max(job.max_new_tokens for job in batch)
+    streams = picker.generators([job.key for job in batch])
     cache = reserved_cache_for(model, input_ids.shape[1] + longest_new)  # None: the model's own kind
     cache_kw = cache_argument(model)
     started = time.perf_counter()
@@ -155,7 +163,7 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
             out = model(input_ids=step_ids, attention_mask=attention, position_ids=positions,
                         use_cache=True, **{cache_kw: cache}, **_last_logits_only(model))
             cache = returned_cache(out)
-            next_ids = picker(history, out.logits[:, -1, :])
+            next_ids = picker(history, out.logits[:, -1, :], streams)
             stats.mark_first_token()
             next_list = next_ids.tolist()
             for r, job in enumerate(batch):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import secrets
 from dataclasses import dataclass, fields
 
 from gptcli.errors import UsageError
@@ -85,16 +87,30 @@ class TokenPicker:
         self.processors = tf.LogitsProcessorList(processors)
         self.needs_history = bool(processors) and (params.repetition_penalty != 1.0
                                                    or params.no_repeat_ngram_size > 0)
-        self.generator = None
-        if not self.greedy:
-            self.generator = torch.Generator(device=device)
-            if params.seed is not None:
-                self.generator.manual_seed(params.seed)
-            else:
-                self.generator.seed()
+        self.device = device
+        # Without --seed, a run still draws one base seed: each request's stream derives from it.
+        self.seed = params.seed if params.seed is not None else secrets.randbits(32)
 
-    def __call__(self, history, logits):
-        """history: (batch, seq) ids so far (may be None when no processor needs it)."""
+    def generators(self, request_keys: list) -> list | None:
+        """One random stream per request, seeded from the run's seed and the request's key.
+
+        A request then samples the same tokens whichever batch it lands in and whatever ran
+        before it: a resumed --output run writes what one uninterrupted run would have written.
+        None when greedy (nothing is drawn).
+        """
+        import torch
+
+        if self.greedy:
+            return None
+        streams = []
+        for key in request_keys:
+            digest = hashlib.sha256(f"{self.seed}:{key}".encode()).digest()
+            streams.append(torch.Generator(device=self.device).manual_seed(int.from_bytes(digest[:8], "little")))
+        return streams
+
+    def __call__(self, history, logits, generators: list | None):
+        """history: (batch, seq) ids so far (may be None when no processor needs it); ``generators``:
+        the rows' streams, from ``generators`` (kept across the steps of a batch)."""
         import torch
 
         logits = logits.float()
@@ -102,5 +118,10 @@ class TokenPicker:
             logits = self.processors(history, logits)
         if self.greedy:
             return logits.argmax(dim=-1)
-        probs = torch.softmax(logits, dim=-1)
-        return torch.multinomial(probs, num_samples=1, generator=self.generator).squeeze(1)
+        # Inverse-CDF sampling with one uniform draw per row from the row's own stream (a loop
+        # of scalar draws: cheaper than a multinomial call per row). u in (0, total]: the first
+        # index whose running sum reaches it is never a token of probability 0.
+        cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
+        draws = torch.stack([1 - torch.rand((), generator=stream, device=self.device) for stream in generators])
+        picked = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(1).to(cdf.dtype))
+        return picked.squeeze(1).clamp(max=cdf.shape[-1] - 1)
