@@ -62,6 +62,8 @@ def test_an_input_field_named_like_a_result_field_is_refused_not_overwritten(
     result = cli(command, "--input", data, "-m", model, "--json", *extra)
     assert_one_line_error(result, 2, "in.jsonl:1", repr(field), "rename it")
     assert result.stdout == ""
+    # a reference kept to compare with (a gold label, summary or translation) points to gptcli eval
+    assert (f"gptcli eval {command}" in result.stderr) == (field in ("label", "summary", "translation"))
 
 
 # ---------------------------------------------------------------- --overwrite replaces only once there is a result

@@ -56,8 +56,14 @@ def refuse_result_fields(records: list, result_fields: tuple[str, ...], command:
     for record in records:
         for name in result_fields:
             if name in record.fields:
+                scoring = (f"; to score the model against it, run `gptcli eval {command} --data FILE`"
+                           if (command, name) in REFERENCES else "")
                 raise InputError(f"{record.where}: field {name!r} is where `gptcli {command}` writes its result, "
-                                 f"so yours would be lost; rename it (e.g. to 'input_{name}') or drop it")
+                                 f"so yours would be lost; rename it (e.g. to 'input_{name}') or drop it{scoring}")
+
+
+# A reference a user keeps in the input to compare with: what `gptcli eval` reads.
+REFERENCES = {("classify", "label"), ("summarize", "summary"), ("translate", "translation")}
 
 
 def run_settings(output: str | None, model: str | None, adapter: str | None = None, **options) -> dict:
