@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptcli import textio
+from gptcli import strictjson
 from gptcli.errors import InputError
 
 TEXT, PROMPT_COMPLETION, MESSAGES, INSTRUCTION, LABELLED = (
@@ -85,8 +85,8 @@ def _read_raw(path: str) -> list[tuple[str, object]]:
     suffix = file.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
         return _jsonl_rows(name, _text_of(name, file))
-    if suffix == ".json":  # textio's reader, not `datasets`: it would drop a lone surrogate without a word
-        return list(textio.json_values(name, _text_of(name, file)))
+    if suffix == ".json":  # gptcli's strict JSON reader, not `datasets`: it would drop a lone surrogate without a word
+        return list(strictjson.json_values(name, _text_of(name, file)))
     if suffix not in SUFFIXES:
         raise InputError(f"{path}: unknown data format {file.suffix or '(no suffix)'}; "
                          f"use .jsonl, .json, .csv or .parquet")
@@ -101,14 +101,14 @@ def _text_of(name: str, file: Path) -> str:
 
 
 def _jsonl_rows(name: str, text: str) -> list[tuple[str, object]]:
-    """Every line through textio's checks; a bad line is kept as a problem, so all of them are listed."""
+    """Every line through strictjson's checks; a bad line is kept as a problem, so all of them are listed."""
     rows = []
     for number, line in enumerate(text.split("\n"), start=1):  # \n only: strings may hold U+2028
         if not line.strip():
             continue
         where = f"{name}:{number}"
         try:
-            rows.append((where, textio.parse_json_line(line, name, number)))
+            rows.append((where, strictjson.parse_json_line(line, name, number)))
         except InputError as exc:
             rows.append((where, _BadJson(exc.message.removeprefix(f"{where}: "))))
     return rows
