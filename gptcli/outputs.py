@@ -281,7 +281,7 @@ def _resume(result: ResultFile, key_fields: tuple[str, ...], run: RunRecord, sav
             output: str) -> None:
     done, good_length, torn = _scan(result.path, key_fields, output)
     made_from = (saved or {}).get("inputs") or {}
-    for key in done:
+    for key in done:  # in file order: the first record that no longer fits is the one named
         name = input_key(key[0])
         if name not in run.inputs or (saved is not None and made_from.get(name) != run.inputs[name]):
             where = "is no longer in the input" if name not in run.inputs else "has changed since"
@@ -289,12 +289,12 @@ def _resume(result: ResultFile, key_fields: tuple[str, ...], run: RunRecord, sav
                              f"give a new --output, or add --overwrite to replace its results")
     if torn:
         result.handle.truncate(good_length)
-    result.done, result.dropped_torn_line = done, torn
+    result.done, result.dropped_torn_line = set(done), torn
 
 
-def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[set, int, bool]:
-    """The keys of the whole records, the length they take, and whether a torn record follows."""
-    done: set = set()
+def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[dict, int, bool]:
+    """The keys of the whole records (in file order), the length they take, and whether a torn record follows."""
+    done: dict = {}
     good = 0
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
@@ -308,7 +308,7 @@ def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[set, in
                 raise _not_a_record(output, number) from None
             if not isinstance(obj, dict) or "id" not in obj:
                 raise _not_a_record(output, number)
-            done.add(tuple(obj.get(name) for name in key_fields))
+            done[tuple(obj.get(name) for name in key_fields)] = None
             good += len(raw)
     return done, good, False
 
