@@ -51,6 +51,32 @@ def tiny_bert(session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def embedder(session_dir) -> str:
+    """A tiny sentence-embedding model (BERT with mean pooling)."""
+    from tests.tasks import tiny_classifiers as tc
+
+    return str(tc.built_once(session_dir / "tiny-embedding", tc.build_embedding))
+
+
+@pytest.fixture(scope="session")
+def marian(session_dir) -> str:
+    """A tiny Marian en-de translation model."""
+    from tests.tasks import tiny_classifiers as tc
+    from tests.tasks import tiny_seq2seq
+
+    return str(tc.built_once(session_dir / "opus-mt-en-de", tiny_seq2seq.build_marian))
+
+
+@pytest.fixture(scope="session")
+def bart(session_dir) -> str:
+    """A tiny BART summarizer."""
+    from tests.tasks import tiny_classifiers as tc
+    from tests.tasks import tiny_seq2seq
+
+    return str(tc.built_once(session_dir / "sum-bart", tiny_seq2seq.build_bart))
+
+
+@pytest.fixture(scope="session")
 def default_model_available() -> bool:
     from gptcli.models.resolve import packaged_default_gguf
 

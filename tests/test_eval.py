@@ -12,8 +12,6 @@ import pytest
 
 from gptcli.services import metrics
 from tests import tiny_models
-from tests.tasks import tiny_classifiers as tc
-from tests.tasks import tiny_seq2seq
 
 EXACT = ["--label-template", "{}"]  # the tiny embedder: a text equal to a label's description matches it
 LABELS = ("blue river", "red house", "two dogs")
@@ -25,21 +23,6 @@ ROWS = [("red house", "red house"), ("blue river", "blue river"), ("two dogs", "
 def _jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
-
-
-@pytest.fixture(scope="module")
-def embedder(session_dir):
-    return str(tc.built_once(session_dir / "tiny-embedding", tc.build_embedding))
-
-
-@pytest.fixture(scope="module")
-def bart(session_dir):
-    return str(tc.built_once(session_dir / "eval-bart", tiny_seq2seq.build_bart))
-
-
-@pytest.fixture(scope="module")
-def marian(session_dir):
-    return str(tc.built_once(session_dir / "opus-mt-en-de", tiny_seq2seq.build_marian))
 
 
 @pytest.fixture

@@ -13,25 +13,8 @@ import time
 import pytest
 
 from tests.conftest import gptcli_command, interruptible
-from tests.tasks import tiny_classifiers as tc
-from tests.tasks import tiny_seq2seq
 
 EXACT = ["--label-template", "{}"]
-
-
-@pytest.fixture(scope="module")
-def embedder(session_dir):
-    return str(tc.built_once(session_dir / "tiny-embedding", tc.build_embedding))
-
-
-@pytest.fixture(scope="module")
-def marian(session_dir):
-    return tiny_seq2seq.build_marian(session_dir / "opus-mt-en-de")
-
-
-@pytest.fixture(scope="module")
-def bart(session_dir):
-    return tiny_seq2seq.build_bart(session_dir / "sum-bart")
 
 
 def prompts(tmp_path, count: int = 4, name: str = "p.txt"):

@@ -11,23 +11,6 @@ import time
 import pytest
 
 from tests.conftest import gptcli_command, interruptible
-from tests.tasks import tiny_classifiers as tc
-from tests.tasks import tiny_seq2seq
-
-
-@pytest.fixture(scope="module")
-def embedder(session_dir):
-    return str(tc.built_once(session_dir / "tiny-embedding", tc.build_embedding))
-
-
-@pytest.fixture(scope="module")
-def marian(session_dir):
-    return str(tc.built_once(session_dir / "opus-mt-en-de", tiny_seq2seq.build_marian))
-
-
-@pytest.fixture(scope="module")
-def bart(session_dir):
-    return str(tc.built_once(session_dir / "sum-bart", tiny_seq2seq.build_bart))
 
 
 def assert_one_line_error(result, code: int, *fragments: str) -> None:
