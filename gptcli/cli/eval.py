@@ -4,29 +4,26 @@ Each task runs as its own command runs it: the same options (taken from that com
 signature, so their help is the same), the same service, batching and --output records.
 The predictions are then scored against the references in --data. --predictions scores
 predictions made earlier instead, and loads no model.
+
+Here: the commands and their options. Reading and checking the input: eval_cases; the task
+runs: eval_runs; the table, the JSON object and the plot: eval_report.
 """
 
 from __future__ import annotations
 
 import inspect
-import time
 import typing
-from dataclasses import dataclass, replace
 from typing import Annotated, Optional
 
 import typer
 
 from gptcli.cli import classify as classify_cli
-from gptcli.cli import common
+from gptcli.cli import common, eval_cases, eval_report, eval_runs
 from gptcli.cli import options as opt
 from gptcli.cli import summarize as summarize_cli
 from gptcli.cli import translate as translate_cli
-from gptcli.cli.sink import ResultSink
-from gptcli.errors import InputError, UsageError
 
 EVAL_PANEL = "Evaluation"
-EXPECTED = "expected"  # the field each --output record keeps its reference under
-PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 
 app = typer.Typer(help="Measure a model on your labelled data: the task runs as its own command runs it, then is "
                        "scored.\n\nThe scores go to stdout as a table (--json: one object); --output keeps every "
@@ -110,29 +107,32 @@ def classify(
     """
     from gptcli.services import metrics
 
-    cases = _read_cases("classify", data, "label", classify_cli.RESULT_FIELDS,
-                        lambda r, text: classify_cli.Item(r.id, text, _carried(r, "label")))
+    cases = eval_cases.read_cases("classify", data, "label", classify_cli.RESULT_FIELDS,
+                                  lambda r, text: classify_cli.Item(r.id, text, eval_cases.carried(r, "label")))
     given = classify_cli.read_labels(labels, labels_file)
-    chosen = given or _labels_in(cases, data)
-    _check_references(cases, chosen, given)
+    chosen = given or eval_cases.labels_in(cases, data)
+    eval_cases.check_references(cases, chosen, given)
     params = classify_cli.classify_params(chosen, False, None, batch_size, prompt, hypothesis_template,
                                           label_template)
-    _check_outputs(predictions, model, output, (data, labels_file, predictions), plot, overwrite)
+    eval_cases.check_outputs(predictions, model, output, (data, labels_file, predictions), plot, overwrite)
     if predictions is not None:
-        predicted, source = _read_predictions(predictions, "label", cases), {"predictions": predictions}
+        predicted = eval_cases.read_predictions(predictions, "label", cases)
+        source = {"predictions": predictions}
     else:
         load = classify_cli.classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
         settings = common.run_settings(output, load.model, dtype=dtype, labels=chosen, prompt=prompt,
                                        hypothesis_template=hypothesis_template, label_template=label_template)
-        run = _scoring(_ClassifyRun)(params, batch_size == 0, False, output, stats, settings, overwrite)
+        scoring = eval_runs.scoring(eval_runs.ClassifyRun)
+        run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         run.own_labels_allowed = not given
-        predicted, source = _predict(run, cases, load, "label"), {"model": load.model}
+        predicted, source = eval_runs.predict(run, cases, load, "label"), {"model": load.model}
     references = [case.reference for case in cases]
     every = list(chosen) + sorted({*predicted} - set(chosen))  # a classifier's own labels may add some
     report = metrics.classification_report(references, predicted, every)
-    _show({"task": "classify", "data": data, **source, **report.to_dict()}, _classify_lines(report), json_output)
+    eval_report.show({"task": "classify", "data": data, **source, **report.to_dict()},
+                     eval_report.classify_lines(report), json_output)
     if plot is not None:
-        _plot_confusion(report, plot)
+        eval_report.plot_confusion(report, plot)
 
 
 @app.command("summarize")
@@ -170,25 +170,23 @@ def summarize(
 
     params = SummarizeParams(length.value, max_new_tokens, overflow.value, batch_size or 1, max_input_tokens)
     params.validate()
-    cases = _read_cases("summarize", data, "summary", summarize_cli.RESULT_FIELDS,
-                        lambda r, text: summarize_cli.Item(r.id, text, r.where, _carried(r, "summary")))
-    _check_outputs(predictions, model, output, (data, predictions))
+    cases = eval_cases.read_cases(
+        "summarize", data, "summary", summarize_cli.RESULT_FIELDS,
+        lambda r, text: summarize_cli.Item(r.id, text, r.where, eval_cases.carried(r, "summary")))
+    eval_cases.check_outputs(predictions, model, output, (data, predictions))
     if predictions is not None:
-        predicted, source = _read_predictions(predictions, "summary", cases), {"predictions": predictions}
+        predicted = eval_cases.read_predictions(predictions, "summary", cases)
+        source = {"predictions": predictions}
     else:
-        load = _load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
+        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
         settings = common.run_settings(output, model, dtype=dtype, length=length, max_new_tokens=max_new_tokens,
                                        overflow=overflow, max_input_tokens=max_input_tokens)
-        run = _scoring(summarize_cli.Run)(params, batch_size == 0, False, output, stats, settings, overwrite)
-        predicted, source = _predict(run, cases, load, "summary"), {"model": model}
+        scoring = eval_runs.scoring(summarize_cli.Run)
+        run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
+        predicted, source = eval_runs.predict(run, cases, load, "summary"), {"model": model}
     scores = metrics.rouge(predicted, [case.reference for case in cases])
-    lines = _aligned([["records", str(len(cases))]] + [[_ROUGE_NAMES[name], f"{value:.4f}"]
-                                                       for name, value in scores.items()])
-    _show({"task": "summarize", "data": data, **source, "count": len(cases), **scores},
-          lines + ["(rouge-score F-measure, Porter stemmer)"], json_output)
-
-
-_ROUGE_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+    eval_report.show({"task": "summarize", "data": data, **source, "count": len(cases), **scores},
+                     eval_report.summarize_lines(len(cases), scores), json_output)
 
 
 @app.command("translate")
@@ -224,24 +222,25 @@ def translate(
     from gptcli.services import metrics
 
     params = translate_cli.translate_params(to, source, batch_size, max_new_tokens)
-    cases = _read_cases("translate", data, "translation", translate_cli.RESULT_FIELDS,
-                        lambda r, text: translate_cli.Item(r.id, text.strip(), _carried(r, "translation")))
-    _check_outputs(predictions, model, output, (data, predictions))
+    cases = eval_cases.read_cases(
+        "translate", data, "translation", translate_cli.RESULT_FIELDS,
+        lambda r, text: translate_cli.Item(r.id, text.strip(), eval_cases.carried(r, "translation")))
+    eval_cases.check_outputs(predictions, model, output, (data, predictions))
     if predictions is not None:
-        predicted, origin = _read_predictions(predictions, "translation", cases), {"predictions": predictions}
+        predicted = eval_cases.read_predictions(predictions, "translation", cases)
+        origin = {"predictions": predictions}
     else:
-        load = _load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
+        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
         settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
                                        **{"from": source})
-        run = _scoring(translate_cli.Run)(params, batch_size == 0, False, output, stats, settings, overwrite)
-        predicted, origin = _predict(run, cases, load, "translation"), {"model": model}
+        scoring = eval_runs.scoring(translate_cli.Run)
+        run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
+        predicted, origin = eval_runs.predict(run, cases, load, "translation"), {"model": model}
     references = [case.reference for case in cases]
     chrf, bleu = metrics.chrf(predicted, references), metrics.bleu(predicted, references, metrics.bleu_tokenizer(to))
-    lines = _aligned([["records", str(len(cases)), ""], ["chrF", f"{chrf.score:.2f}", chrf.signature],
-                      ["BLEU", f"{bleu.score:.2f}", bleu.signature]], left=(0, 2))
-    _show({"task": "translate", "data": data, **origin, "count": len(cases), "chrf": chrf.score,
-           "chrf_signature": chrf.signature, "bleu": bleu.score, "bleu_signature": bleu.signature}, lines,
-          json_output)
+    eval_report.show({"task": "translate", "data": data, **origin, "count": len(cases), "chrf": chrf.score,
+                      "chrf_signature": chrf.signature, "bleu": bleu.score, "bleu_signature": bleu.signature},
+                     eval_report.translate_lines(len(cases), chrf, bleu), json_output)
 
 
 @app.command("perplexity")
@@ -271,304 +270,21 @@ def perplexity(
 
       gptcli eval perplexity --data held-out.jsonl --model smollm2 --adapter runs/lora --json
     """
-    from gptcli import console, textio
+    from gptcli import textio
     from gptcli.services import metrics
     from gptcli.services.perplexity import PerplexityParams
 
     params = PerplexityParams(batch_size or 1)
     records = textio.read_records(data, "text")
-    common.refuse_result_fields(records, _Perplexity.RESULT_FIELDS, "eval perplexity")
-    items = [_Text(r.id, r.text("text"), r.where, r.fields) for r in records]
-    _check_outputs(None, model, output, (data,))
-    load = _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle)
+    common.refuse_result_fields(records, eval_runs.PerplexityRun.RESULT_FIELDS, "eval perplexity")
+    items = [eval_runs.Text(r.id, r.text("text"), r.where, r.fields) for r in records]
+    eval_cases.check_outputs(None, model, output, (data,))
+    load = eval_cases.load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle)
     settings = common.run_settings(output, model, adapter, dtype=dtype)
-    run = _scoring(_Perplexity)(params, batch_size == 0, False, output, stats, settings, overwrite)
-    scored = _results(run, items, load)
-    for item in items:
-        if not scored[item.id]["tokens"]:
-            console.warn(f"{item.where}: fewer than two tokens, nothing to score; left out")
-    losses = [scored[item.id]["loss"] or 0.0 for item in items]
-    tokens = [scored[item.id]["tokens"] for item in items]
-    if not sum(tokens):
-        raise InputError(f"{data}: no text has a token to score (each needs two tokens or more)")
-    loss = metrics.mean_loss(losses, tokens)
-    lines = _aligned([["texts", str(len(items))], ["tokens", str(sum(tokens))], ["mean loss", f"{loss:.4f}"],
-                      ["perplexity", f"{metrics.perplexity(loss):.4f}"]])
-    _show({"task": "perplexity", "data": data, "model": model, "adapter": adapter, "count": len(items),
-           "tokens": sum(tokens), "mean_loss": loss, "perplexity": metrics.perplexity(loss)}, lines, json_output)
-
-
-# ---------------------------------------------------------------- reading and checking, before any model loads
-
-
-@dataclass
-class _Case:
-    """One --data record: the task's input item, and the reference its prediction is scored against."""
-
-    item: object
-    reference: str
-    where: str
-
-
-def _read_cases(task: str, data: str, field: str, result_fields: tuple[str, ...], make_item) -> list[_Case]:
-    """Every record of --data, checked: a text, a reference in ``field``, no field the result would replace."""
-    from gptcli import textio
-
-    records = textio.read_records(data, "text")
-    others = tuple(name for name in result_fields if name != field) + (EXPECTED,)
-    common.refuse_result_fields(records, others, f"eval {task}")
-    cases = []
-    for r in records:
-        text, reference = r.text("text"), r.text(field)
-        cases.append(_Case(make_item(r, text), reference.strip() if field == "label" else reference, r.where))
-    return cases
-
-
-def _carried(record, field: str) -> dict:
-    """The record's fields as its result carries them: the reference under EXPECTED, not under the result's name."""
-    fields = {name: value for name, value in record.fields.items() if name != field}
-    fields[EXPECTED] = record.fields[field]
-    return fields
-
-
-def _labels_in(cases: list[_Case], data: str) -> tuple[str, ...]:
-    found = tuple(sorted({case.reference for case in cases}))
-    if len(found) < 2:
-        raise UsageError(f"{data} holds one label ({found[0]!r}); give the labels to choose from with "
-                         f"--labels a,b or --labels-file FILE")
-    return found
-
-
-def _check_references(cases: list[_Case], chosen: tuple[str, ...], given: tuple[str, ...]) -> None:
-    if not given:
-        return
-    unknown = next((case for case in cases if case.reference not in chosen), None)
-    if unknown is not None:
-        raise InputError(f"{unknown.where}: label {unknown.reference!r} is not one of the labels given "
-                         f"({', '.join(chosen)}); add it, or fix the record")
-
-
-def _check_outputs(predictions, model, output, inputs: tuple, plot: str | None = None, overwrite: bool = False):
-    from gptcli.outputs import check_output_path
-
-    if predictions is not None and model is not None:
-        raise UsageError("--predictions scores predictions already made, without a model; drop --model")
-    if predictions is not None and output is not None:
-        raise UsageError("--predictions already holds the predictions; drop --output")
-    if output is not None:
-        check_output_path(output, list(inputs))
-    if plot is not None:
-        _check_plot(plot, overwrite)
-
-
-def _check_plot(plot: str, overwrite: bool) -> None:
-    from pathlib import Path
-
-    path = Path(plot).expanduser()
-    if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise UsageError(f"--plot {plot}: give a {', '.join(PLOT_SUFFIXES)} file name, e.g. confusion.png")
-    if not path.parent.is_dir():
-        raise UsageError(f"--plot {plot}: the folder {path.parent} does not exist; create it first")
-    if path.is_dir() or (path.exists() and not overwrite):
-        raise UsageError(f"--plot {plot} exists; give another name, or add --overwrite to replace it")
-
-
-def _read_predictions(predictions: str, field: str, cases: list[_Case]) -> list[str]:
-    """The prediction of each case, from a results file joined to --data by id (every id once, no other)."""
-    from gptcli.outputs import read_results
-
-    by_id: dict = {}
-    wanted = {case.item.id for case in cases}
-    for where, record in read_results(predictions):
-        if record["id"] not in wanted:
-            raise InputError(f"{where}: id {record['id']!r} is not in --data; predictions and --data must hold "
-                             f"the same ids")
-        if record["id"] in by_id:
-            raise InputError(f"{where}: id {record['id']!r} repeats {by_id[record['id']][0]}; ids must be unique")
-        if not isinstance(record.get(field), str):
-            raise InputError(f"{where}: field {field!r} must be a string, got "
-                             f"{'nothing' if record.get(field) is None else type(record[field]).__name__}")
-        by_id[record["id"]] = (where, record[field])
-    missing = next((case for case in cases if case.item.id not in by_id), None)
-    if missing is not None:
-        raise InputError(f"{predictions}: no prediction for id {missing.item.id!r} ({missing.where}); predictions "
-                         f"and --data must hold the same ids")
-    return [by_id[case.item.id][1].strip() if field == "label" else by_id[case.item.id][1] for case in cases]
-
-
-def _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle):
-    from gptcli.models.loader import LoadOptions
-
-    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
-
-
-# ---------------------------------------------------------------- running the task, keeping its results
-
-
-class _KeepingSink(ResultSink):
-    """The results of a run kept for scoring, and written only to --output (stdout is for the scores)."""
-
-    def __init__(self, output: str | None, run, overwrite: bool):
-        super().__init__(output, False, run, overwrite=overwrite)
-        self.output = output
-        self.earlier = bool(self.file is not None and self.file.done)  # resumed: some results are in the file
-        self.records: dict = {}
-
-    def emit(self, record: dict, text: str) -> None:
-        self.records[record["id"]] = record
-        if self.file is not None:
-            super().emit(record, text)
-
-    def every_record(self) -> dict:
-        """By id: the results of this run, and those an earlier run of it left in --output."""
-        if not self.earlier:
-            return self.records
-        from gptcli.outputs import read_results
-
-        return {**{record["id"]: record for _where, record in read_results(self.output)}, **self.records}
-
-
-def _scoring(run_class):
-    """``run_class`` (a task's TaskRun) as eval runs it: under its own command name, its results kept."""
-
-    class Scoring(run_class):
-        command = f"eval {run_class.command.removeprefix('eval ')}"
-
-        def open_sink(self, run):
-            self.kept = _KeepingSink(self.output, run, self.overwrite)
-            return self.kept
-
-    return Scoring
-
-
-def _results(run, items: list, load_options) -> dict:
-    run.execute(items, load_options)
-    return run.kept.every_record()
-
-
-def _predict(run, cases: list[_Case], load_options, field: str) -> list[str]:
-    results = _results(run, [case.item for case in cases], load_options)
-    return [results[case.item.id][field] or "" for case in cases]
-
-
-class _ClassifyRun(classify_cli.Run):
-    """classify's run; without --labels, a classifier with labels of its own uses them (not those of --data)."""
-
-    own_labels_allowed = False
-
-    def work(self, lm, items, sink, clock) -> None:
-        from gptcli.models import kinds
-        from gptcli.services.classify_encoders import is_nli
-
-        if self.own_labels_allowed and lm.kind == kinds.SEQUENCE_CLASSIFIER and not is_nli(lm.model.config):
-            self.params = replace(self.params, labels=())
-        super().work(lm, items, sink, clock)
-
-
-@dataclass
-class _Text:
-    """One text whose loss is measured, with the fields carried to its result."""
-
-    id: object
-    text: str
-    where: str
-    fields: dict
-
-
-class _Perplexity(common.TaskRun):
-    """perplexity: the mean token loss of each text."""
-
-    command = "eval perplexity"
-    unit = "text"
-    RESULT_FIELDS = ("loss", "tokens", "windows")
-
-    def accepts(self) -> tuple[str, ...]:
-        from gptcli.models.kinds import CAUSAL_LM
-
-        return (CAUSAL_LM,)
-
-    def work(self, lm, items: list, sink, clock) -> None:
-        from gptcli import console
-        from gptcli.services.perplexity import token_losses, window_size
-
-        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, window_size(lm, self.params))
-        started = time.perf_counter()
-        tokens = 0
-        with console.Progress("scoring", len(items)) as progress:
-            for item, result in zip(items, token_losses(lm, [item.text for item in items], params)):
-                fields = {name: value for name, value in item.fields.items() if name not in ("id", "text")}
-                sink.emit({"id": item.id, **fields, "loss": result.loss, "tokens": result.tokens,
-                           "windows": result.windows}, "")
-                tokens += result.tokens
-                progress.advance()
-        if self.show_stats:
-            seconds = time.perf_counter() - started
-            console.info(common.stats_line(lm, clock, f"{len(items)} texts, {tokens} tok scored in {seconds:.2f} s"))
-
-
-# ---------------------------------------------------------------- the report
-
-
-def _show(report: dict, lines: list[str], json_output: bool) -> None:
-    from gptcli import textio
-
-    if json_output:
-        textio.write_json_line(report)
-    else:
-        textio.write_stdout("\n".join(lines) + "\n")
-
-
-def _aligned(rows: list[list[str]], left: tuple[int, ...] = (0,)) -> list[str]:
-    """Rows as columns: the ``left`` ones (names, text) left-aligned, the others right-aligned (numbers)."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(width) if column in left else cell.rjust(width)
-                      for column, (cell, width) in enumerate(zip(row, widths))).rstrip() for row in rows]
-
-
-def _classify_lines(report) -> list[str]:
-    summary = _aligned([["records", str(report.count)], ["accuracy", f"{report.accuracy:.4f}"],
-                        ["macro-F1", f"{report.macro_f1:.4f}"]])
-    per_label = _aligned([["label", "precision", "recall", "f1", "support"]] + [
-        [label, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", str(s.support)]
-        for label, s in report.per_label.items()])
-    matrix = _aligned([["expected \\ predicted", *report.labels]] + [
-        [label, *map(str, row)] for label, row in zip(report.labels, report.confusion)])
-    return [*summary, "", *per_label, "", "confusion matrix (rows: expected, columns: predicted)", *matrix]
-
-
-def _plot_confusion(report, plot: str) -> None:
-    """The confusion matrix as an image, written whole (a temporary file, then renamed)."""
-    import os
-    from pathlib import Path
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from gptcli.errors import GptcliError
-
-    size = max(4.0, 0.6 * len(report.labels) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1, size))
-    axes.imshow(report.confusion, cmap="Blues")  # each cell is labelled with its count below: no colour bar
-    ticks = range(len(report.labels))
-    axes.set_xticks(ticks, report.labels, rotation=45, ha="right")
-    axes.set_yticks(ticks, report.labels)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("expected")
-    axes.set_title(f"accuracy {report.accuracy:.3f} · macro-F1 {report.macro_f1:.3f}")
-    top = max(max(row) for row in report.confusion) or 1
-    for i, row in enumerate(report.confusion):
-        for j, count in enumerate(row):
-            axes.text(j, i, str(count), ha="center", va="center", color="white" if count > top / 2 else "black")
-    figure.tight_layout()
-    path = Path(plot).expanduser()
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        figure.savefig(temp)
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise GptcliError(f"cannot write --plot {plot}: {exc.strerror}; the scores above are complete") from None
-    finally:
-        plt.close(figure)
+    scoring = eval_runs.scoring(eval_runs.PerplexityRun)
+    run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
+    loss, tokens = eval_runs.corpus_loss(items, eval_runs.results(run, items, load), data)
+    perplexity = metrics.perplexity(loss)
+    eval_report.show({"task": "perplexity", "data": data, "model": model, "adapter": adapter, "count": len(items),
+                      "tokens": tokens, "mean_loss": loss, "perplexity": perplexity},
+                     eval_report.perplexity_lines(len(items), tokens, loss, perplexity), json_output)
