@@ -198,6 +198,33 @@ def build_xsum(raw):
     return train, test
 
 
+# --- summarize: news headlines (Gigaword sample shipped with TensorFlow textsum) -------------
+
+_PTB = {"-lrb-": "(", "-rrb-": ")", "``": '"', "''": '"'}
+
+
+def _untag(field):
+    sentences = re.findall(r"<s> (.*?) </s>", field)
+    words = " ".join(sentences).split()
+    return " ".join(_PTB.get(word, word) for word in words)
+
+
+def read_textsum(path):
+    """textsum's toy text format: tab-separated key=value fields per line (abstract, article, publisher)."""
+    rows = []
+    for line in read_lines(path):
+        fields = dict(part.split("=", 1) for part in line.split("\t"))
+        summary = _untag(fields["abstract"]).rstrip(" .")
+        rows.append({"text": _untag(fields["article"]), "summary": summary})
+    return rows
+
+
+def build_gigaword_textsum(raw):
+    # 21 articles in file order: the first 8 for tuning, the other 13 held out (too few to shuffle usefully).
+    rows = read_textsum(raw / "textsum_toy_text_data_0.txt")
+    return rows[:8], rows[8:]
+
+
 BUILDERS = {
     "sst2": build_sst2,
     "uci_reviews": build_uci,
@@ -206,6 +233,7 @@ BUILDERS = {
     "wmt16_en_fi": build_wmt16_enfi,
     "tatoeba_en_ro": build_tatoeba_enro,
     "xsum": build_xsum,
+    "gigaword_textsum": build_gigaword_textsum,
 }
 
 
