@@ -245,7 +245,7 @@ def translate(
 
 @app.command("perplexity")
 def perplexity(
-    data: _data("text (a .txt file: a text a line)"),
+    data: _data("text (a .txt file: a text a line), or finetune's prompt+completion, instruction+output or messages"),
     model: opt.Model = None,
     adapter: opt.Adapter = None,
     device: opt.Device = "auto",
@@ -263,6 +263,8 @@ def perplexity(
 
     Every token but a text's first is scored once; a text longer than the context is scored in
     overlapping windows that fit it, never cut. With --adapter: the finetuned model, to compare.
+    Records in finetune's other formats are scored on what finetune trains: the completion, output
+    or assistant turns and the EOS ending each, the prompt as context (as the finetune model card).
 
     Examples:
 
@@ -277,7 +279,7 @@ def perplexity(
     params = PerplexityParams(batch_size or 1)
     records = textio.read_records(data, "text")
     common.refuse_result_fields(records, eval_runs.PerplexityRun.RESULT_FIELDS, "eval perplexity")
-    items = [eval_runs.Text(r.id, r.text("text"), r.where, r.fields) for r in records]
+    items = [eval_runs.text_of(r) for r in records]
     eval_cases.check_outputs(None, model, output, (data,))
     load = eval_cases.load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle)
     settings = common.run_settings(output, model, adapter, dtype=dtype)

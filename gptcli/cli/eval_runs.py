@@ -73,12 +73,40 @@ class ClassifyRun(classify_cli.Run):
 
 @dataclass
 class Text:
-    """One text whose loss is measured, with the fields carried to its result."""
+    """One text whose loss is measured, with the fields carried to its result; ``row``: a record in
+    one of finetune's formats (prompt/completion, instruction, messages), scored as training learns it."""
 
     id: object
     text: str
     where: str
     fields: dict
+    row: object = None
+
+    def tokens(self, tokenizer):
+        from gptcli.finetune import evaluate
+        from gptcli.services.perplexity import text_tokens
+
+        return text_tokens(tokenizer, self.text) if self.row is None else evaluate.scored_tokens(self.row, tokenizer)
+
+    def carried(self) -> dict:
+        """The fields its result keeps: all but the id and the text it was scored on."""
+        inputs = ("text",) if self.row is None else ("text", *_format_fields(self.row))
+        return {name: value for name, value in self.fields.items() if name != "id" and name not in inputs}
+
+
+def text_of(record) -> Text:
+    """A --data record to score: its text, or a record in one of finetune's formats (checked as finetune checks it)."""
+    from gptcli.finetune import data as fmt
+
+    if "text" in record.fields or fmt.detect_format(record.fields) is None:
+        return Text(record.id, record.text("text"), record.where, record.fields)
+    return Text(record.id, "", record.where, record.fields, fmt.row_of(record.where, record.fields))
+
+
+def _format_fields(row) -> tuple[str, ...]:
+    from gptcli.finetune.evaluate import FIELDS
+
+    return FIELDS[row.format]
 
 
 class PerplexityRun(common.TaskRun):
@@ -95,15 +123,15 @@ class PerplexityRun(common.TaskRun):
 
     def work(self, lm, items: list, sink, clock) -> None:
         from gptcli import console
-        from gptcli.services.perplexity import token_losses, window_size
+        from gptcli.services.perplexity import sequence_losses, window_size
 
         params = common.with_auto_batch_size(self.params, lm, self.auto_batch, window_size(lm, self.params))
         started = time.perf_counter()
         tokens = 0
         with console.Progress("scoring", len(items)) as progress:
-            for item, result in zip(items, token_losses(lm, [item.text for item in items], params)):
-                fields = {name: value for name, value in item.fields.items() if name not in ("id", "text")}
-                sink.emit({"id": item.id, **fields, "loss": result.loss, "tokens": result.tokens,
+            sequences = [item.tokens(lm.tokenizer) for item in items]
+            for item, result in zip(items, sequence_losses(lm, sequences, params)):
+                sink.emit({"id": item.id, **item.carried(), "loss": result.loss, "tokens": result.tokens,
                            "windows": result.windows}, "")
                 tokens += result.tokens
                 progress.advance()
@@ -124,7 +152,8 @@ def corpus_loss(items: list[Text], scored: dict, data: str) -> tuple[float, int]
 
     for item in items:
         if not scored[item.id]["tokens"]:
-            console.warn(f"{item.where}: fewer than two tokens, nothing to score; left out")
+            console.warn(f"{item.where}: {'fewer than two tokens' if item.row is None else 'no completion token'}, "
+                         f"nothing to score; left out")
     losses = [scored[item.id]["loss"] or 0.0 for item in items]
     tokens = [scored[item.id]["tokens"] for item in items]
     if not sum(tokens):

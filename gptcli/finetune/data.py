@@ -173,6 +173,18 @@ def _validate(raw: list[tuple[str, object]], task: str, problems: Problems) -> l
     return rows
 
 
+def row_of(where: str, fields: dict) -> Row:
+    """One record read elsewhere (``gptcli eval perplexity --data``) checked as a training row.
+
+    Raises:
+        InputError: the record is no known format, or a field is bad (``where`` named).
+    """
+    problems = Problems()
+    found = _check_row(where, fields, "lm", problems)
+    problems.raise_if_any()
+    return Row(found, fields, where)
+
+
 class _BadJson(str):
     """A line that did not parse; kept in line order so problems are listed top to bottom."""
 

@@ -8,6 +8,10 @@ first moves on by ``stride`` tokens and scores only the tokens no earlier window
 every token but the first of a text is scored exactly once, each with at least
 ``window - stride`` tokens of context. Windows are right-padded into batches, so a text's
 loss does not depend on what else is in its batch.
+
+A sequence may also say which of its tokens count (``Tokens.counted``): a prompt and its
+completion, say, where only the completion is scored and the prompt is context. The windows
+are the same; a token that does not count is left out of the sum and the count.
 """
 
 from __future__ import annotations
@@ -50,12 +54,27 @@ class TextLoss:
 
 
 @dataclass(frozen=True)
+class Tokens:
+    """A tokenized sequence to score; ``counted`` (one flag a token, None: all) says which tokens
+    count towards its loss. The first token never counts: nothing predicts it."""
+
+    ids: list[int]
+    counted: list[bool] | None = None
+
+
+@dataclass(frozen=True)
 class Window:
-    """Tokens ``ids`` of text ``text``, of which the last ``scored`` are scored."""
+    """Tokens ``ids`` of text ``text``, of which the last ``scored`` are scored; ``counted``
+    (None: all of them) flags which of those last ``scored`` count."""
 
     text: int
     ids: list[int]
     scored: int
+    counted: list[bool] | None = None
+
+    @property
+    def count(self) -> int:
+        return self.scored if self.counted is None else sum(self.counted)
 
 
 def window_size(lm, params: PerplexityParams) -> int:
@@ -73,16 +92,18 @@ def window_size(lm, params: PerplexityParams) -> int:
     return min(context or DEFAULT_WINDOW, DEFAULT_WINDOW)
 
 
-def windows(ids: Sequence[int], text: int, size: int, stride: int) -> list[Window]:
-    """The windows that score every token of ``ids`` but the first exactly once."""
-    if len(ids) <= size:
-        return [Window(text, list(ids), len(ids) - 1)] if len(ids) > 1 else []
+def windows(ids: Sequence[int], text: int, size: int, stride: int,
+            counted: Sequence[bool] | None = None) -> list[Window]:
+    """The windows that score every token of ``ids`` but the first exactly once (those ``counted``
+    flags, when given); a window with no token that counts is left out."""
     found: list[Window] = []
     scored_to = 1  # tokens before this one are scored (the first is never: nothing predicts it)
     begin = 0
     while scored_to < len(ids):
-        end = min(begin + size, len(ids))
-        found.append(Window(text, list(ids[begin:end]), end - scored_to))
+        end = min(begin + size, len(ids)) if len(ids) > size else len(ids)
+        flags = None if counted is None else list(counted[scored_to:end])
+        if flags is None or any(flags):
+            found.append(Window(text, list(ids[begin:end]), end - scored_to, flags))
         scored_to = end
         begin += stride
     return found
@@ -99,14 +120,30 @@ def token_losses(lm, texts: Sequence[str], params: PerplexityParams) -> Iterator
     Raises:
         UsageError: a bad batch size, window or stride.
     """
+    return sequence_losses(lm, [text_tokens(lm.tokenizer, text) for text in texts], params)
+
+
+def sequence_losses(lm, sequences: Sequence[Tokens], params: PerplexityParams) -> Iterator[TextLoss]:
+    """The mean loss of the counted tokens of each of ``sequences`` under the causal LM ``lm``, in order.
+
+    Args:
+        lm: a loaded causal LM (a LoadedModel, with an adapter applied if any).
+        sequences: token ids, and which of them count (see ``Tokens``); one with no token that
+            counts has nothing to score (loss None, 0 tokens).
+        params: batch size, window and stride.
+
+    Raises:
+        UsageError: a bad batch size, window or stride.
+    """
     params.validate()
     size = window_size(lm, params)
     # A window's first token has nothing before it in the window: each must score at most size - 1.
     stride = min(params.stride or max(1, size // 2), size - 1)
     rows = min(params.batch_size, _rows_for_logits(lm, size))
-    for start in range(0, len(texts), rows):  # a batch of texts at a time: results flow as they are done
-        chunk = texts[start:start + rows]
-        pieces = [windows(_encode(lm, text), start + offset, size, stride) for offset, text in enumerate(chunk)]
+    for start in range(0, len(sequences), rows):  # a batch of texts at a time: results flow as they are done
+        chunk = sequences[start:start + rows]
+        pieces = [windows(tokens.ids, start + offset, size, stride, tokens.counted)
+                  for offset, tokens in enumerate(chunk)]
         flat = [piece for text_pieces in pieces for piece in text_pieces]
         sums = [0.0] * len(chunk)
         for batch_start in range(0, len(flat), rows):
@@ -114,12 +151,13 @@ def token_losses(lm, texts: Sequence[str], params: PerplexityParams) -> Iterator
             for window, total in zip(batch, _window_loss_sums(lm, batch)):
                 sums[window.text - start] += total
         for offset, text_pieces in enumerate(pieces):
-            count = sum(piece.scored for piece in text_pieces)
+            count = sum(piece.count for piece in text_pieces)
             yield TextLoss(start + offset, sums[offset] / count if count else None, count, len(text_pieces))
 
 
-def _encode(lm, text: str) -> list[int]:
-    return list(lm.tokenizer(text, add_special_tokens=True)["input_ids"])
+def text_tokens(tokenizer, text: str) -> Tokens:
+    """A text as it is scored: tokenized as the model reads it (its special tokens too), every token counted."""
+    return Tokens(list(tokenizer(text, add_special_tokens=True)["input_ids"]))
 
 
 def _rows_for_logits(lm, size: int) -> int:
@@ -150,5 +188,10 @@ def _window_loss_sums(lm, batch: list[Window]) -> list[float]:
             first = length - window.scored  # the first scored token; the logits one step earlier predict it
             predicted = logits[row, first - 1:length - 1].float()
             targets = ids[row, first:length].to(predicted.device)
-            sums.append(torch.nn.functional.cross_entropy(predicted, targets, reduction="sum").item())
+            if window.counted is None:
+                sums.append(torch.nn.functional.cross_entropy(predicted, targets, reduction="sum").item())
+            else:
+                losses = torch.nn.functional.cross_entropy(predicted, targets, reduction="none")
+                keep = torch.tensor(window.counted, device=losses.device)
+                sums.append(losses[keep].sum().item())
     return sums
