@@ -34,6 +34,7 @@ class Summary:
     stopped_early: bool = False
     evals: list[dict] = field(default_factory=list)
     used: dict = field(default_factory=dict)  # the values the "auto" and 0 settings turned into
+    perplexity: dict = field(default_factory=dict)  # "base", "tuned": evaluate.Figures on the eval rows
 
 
 class Batches:

@@ -307,6 +307,26 @@ def setup_model(lm, config: TrainConfig):
     return model
 
 
+def measure_base(config: TrainConfig, prepared: Prepared, lm, accelerator):
+    """The base model's perplexity on the eval rows, for the model card (main process, before training).
+
+    Measured here, on the model about to be trained, so the base is not loaded again after training;
+    the model moves to the training device first, where accelerate would put it anyway.
+    """
+    from gptcli.finetune import evaluate
+
+    if config.task == "classify" or not prepared.eval or not accelerator.is_main_process:
+        return None
+    if not getattr(lm.model, "is_loaded_in_4bit", False):  # a 4-bit model is placed on its GPU already
+        lm.model.to(accelerator.device)
+    training = lm.model.training
+    lm.model.eval()  # no dropout while measuring
+    try:
+        return evaluate.measure(lm, prepared.eval, config.batch_size)
+    finally:
+        lm.model.train(training)
+
+
 def train(config: TrainConfig, prepared: Prepared) -> Path | None:
     """Setup, train and save in this process (one of several under a launcher)."""
     import warnings
@@ -345,9 +365,12 @@ def _train_in(config: TrainConfig, prepared: Prepared, accelerator, out: Path) -
         _report_cut(eval_set, config, "eval")
     if not train_set.examples:
         raise UsageError("no training rows are left after --max-length; raise it")
+    base = measure_base(config, prepared, lm, accelerator)
     model = setup_model(lm, config)
     trainer = Trainer(config, accelerator, model, lm.tokenizer, train_set.examples, eval_set.examples, out)
     summary = trainer.train()
+    if base is not None:
+        summary.perplexity["base"] = base
     if accelerator.is_main_process:
         from gptcli.finetune.save import save_output
 

@@ -60,7 +60,8 @@ def model_card(config: TrainConfig, lm, prepared, summary) -> str:
              "## Data", "",
              f"- training: `{config.data}`, {len(prepared.train)} rows ({prepared.train[0].format} format)",
              f"- eval: {_eval_source(config, prepared)}", ""]
-    lines += _results(summary) + _usage(config) + ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
+    lines += _results(summary) + _evaluation(config, prepared, summary) + _usage(config)
+    lines += ["", "## Hyper-parameters", "", "| setting | value |", "|---|---|"]
     lines += [f"| {key} | {value} |" for key, value in used_settings(config, prepared, summary).items()
               if key not in ("data", "output")]
     return "\n".join(lines) + "\n"
@@ -117,6 +118,33 @@ def _row(name: str, result: dict) -> str:
     perplexity = result["eval_perplexity"]
     return (f"| {name} | {result['eval_loss']:.4f} | {perplexity:.2f} | "
             f"{'' if accuracy is None else f'{accuracy:.3f}'} |") if math.isfinite(perplexity) else f"| {name} | - | - | |"
+
+
+def _evaluation(config: TrainConfig, prepared, summary) -> list[str]:
+    """Perplexity on the eval rows, base and tuned, as `gptcli eval perplexity` measures it, and how to rerun it."""
+    from gptcli.finetune.evaluate import COVERS
+    from gptcli.finetune.save import EVAL_FILE, base_spec
+
+    base, tuned = summary.perplexity.get("base"), summary.perplexity.get("tuned")
+    if base is None and tuned is None:
+        return []
+    lines = ["## Evaluation", "",
+             f"Perplexity on the {len(prepared.eval)} eval rows (kept in `{EVAL_FILE}`), measured by "
+             f"`gptcli eval perplexity` (float32): the model's mean loss per scored token and its exp. "
+             f"It scores {COVERS[prepared.eval[0].format]}. No row is cut at --max-length, so it can "
+             f"differ from the training eval loss above.", "",
+             "| model | rows | tokens scored | mean loss | perplexity |", "|---|---|---|---|---|"]
+    for name, figures in (("base, before training", base), ("this model", tuned)):
+        if figures is not None:
+            lines.append(f"| {name} | {figures.texts} | {figures.tokens} | {figures.mean_loss:.4f} | "
+                         f"{figures.perplexity:.4f} |")
+    data = f"{config.output}/{EVAL_FILE}"
+    adapter_only = config.method == "lora" and not config.merge
+    model = f"{base_spec(config)} --adapter {config.output}/adapter" if adapter_only else str(config.output)
+    return lines + ["", "To measure it again:", "", "```sh",
+                    f"gptcli eval perplexity --model {model} --data {data} --dtype float32",
+                    f"gptcli eval perplexity --model {base_spec(config)} --data {data} --dtype float32  # the base",
+                    "```", ""]
 
 
 def _usage(config: TrainConfig) -> list[str]:

@@ -18,6 +18,7 @@ from gptcli.finetune import checkpoint, folder, report
 from gptcli.finetune.config import TrainConfig
 
 CARD = "README.md"  # renamed in last: a model card means the rest is in place
+EVAL_FILE = "eval.jsonl"  # the eval rows, for `gptcli eval perplexity --data OUT/eval.jsonl`
 
 
 def save_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path) -> None:
@@ -56,7 +57,40 @@ def _write_output(config: TrainConfig, prepared, lm, trainer, summary, out: Path
     else:
         _save_model(model, lm.tokenizer, dtype, temp)
     _save_config(config, temp)
+    _measure_output(config, prepared, trainer, summary, temp)
     report.write_report(out, config, lm, prepared, summary, into=temp)
+
+
+def _measure_output(config: TrainConfig, prepared, trainer, summary, temp: Path) -> None:
+    """The saved model's perplexity on the eval rows, loaded back as `gptcli eval perplexity` loads it.
+
+    Loaded from the files just written (not the weights in memory), in float32 like training: the
+    card's figure is what that command prints for this output, whatever dtype the weights were saved in.
+    """
+    from gptcli.finetune import evaluate
+    from gptcli.models import load_model
+    from gptcli.models.kinds import CAUSAL_LM
+
+    if "base" not in summary.perplexity:
+        return
+    with open(temp / EVAL_FILE, "w", encoding="utf-8") as handle:
+        for row in prepared.eval:
+            handle.write(json.dumps(evaluate.eval_record(row), ensure_ascii=False) + "\n")
+    device = trainer.accelerator.device  # "cpu:0" in CPU processes, which --device does not take
+    options = output_load_options(config, temp, "cpu" if device.type == "cpu" else str(device))
+    tuned = load_model(options, accept=(CAUSAL_LM,), command="finetune")
+    summary.perplexity["tuned"] = evaluate.measure(tuned, prepared.eval, config.batch_size)
+
+
+def output_load_options(config: TrainConfig, folder: Path, device: str = "auto"):
+    """How the output in ``folder`` is loaded: the merged or full model, else the base and the adapter."""
+    from gptcli.models.loader import LoadOptions
+
+    common = dict(device=device, dtype="float32", trust_remote_code=config.trust_remote_code,
+                  allow_pickle=config.allow_pickle)
+    if config.method == "lora" and not config.merge:
+        return LoadOptions(base_spec(config), adapter=str(folder / "adapter"), **common)
+    return LoadOptions(str(folder), **common)
 
 
 def _is_write_error(exc: Exception) -> bool:
