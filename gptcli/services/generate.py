@@ -152,7 +152,7 @@ def _run_batch(lm, batch: list[_Job], params: GenerationParams, picker: TokenPic
     stats.prompt_tokens += sum(len(job.ids) for job in batch)
     history = input_ids
     step_ids = input_ids
-    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    positions = _positions(attention)
     longest_new = max(job.max_new_tokens for job in batch)
     streams = picker.generators([job.key for job in batch])
     cache = reserved_cache_for(model, input_ids.shape[1] + longest_new)  # None: the model's own kind
@@ -218,6 +218,15 @@ def _left_pad(sequences: list[list[int]], pad_id: int, device):
         ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
         mask[row, width - len(seq):] = 1
     return ids.to(device), mask.to(device)
+
+
+def _positions(mask):
+    """Each row's positions counted from 0 at its first real token (pads at 0, masked anyway).
+
+    A left-padded row then gets the positions it has alone: models with absolute position
+    embeddings (GPT-2) would otherwise read a shifted prompt (tests/test_batch_invariance.py).
+    """
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _eos_ids(lm) -> set[int]:
