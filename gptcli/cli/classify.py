@@ -24,6 +24,13 @@ class Item:
     fields: dict
 
 
+ExamplesOption = Annotated[Optional[str], typer.Option(
+    "--examples", rich_help_panel=LABELS_PANEL, show_default=False,
+    help="Few-shot: a file of labelled texts (.jsonl/.csv/.json, fields text and label), a handful per label. "
+         "Causal LMs read them in the prompt; embedding models blend them into the labels. Without --labels, "
+         "the examples' labels are the labels.")]
+
+
 def classify(
     text: Annotated[Optional[str], typer.Argument(
         help="The text to classify. Without it (or with -), each line of stdin is one text.",
@@ -48,6 +55,7 @@ def classify(
     prompt: Annotated[Optional[str], typer.Option(
         rich_help_panel=LABELS_PANEL,
         help="Causal LMs: the instruction, with {text} and {labels}; the label is scored as the answer.")] = None,
+    examples: ExamplesOption = None,
     model: opt.ClassifyModel = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
@@ -74,22 +82,29 @@ def classify(
       cat reviews.txt | gptcli classify --labels positive,negative > labels.txt
 
       gptcli classify --input news.jsonl --labels-file topics.txt --multi-label --json
+
+      gptcli classify --input tickets.jsonl --examples labelled.jsonl --model smollm2
     """
     chosen = read_labels(labels, labels_file)
+    shown = read_examples(examples, chosen)
+    chosen = chosen or labels_of(shown)
     if not chosen and model is None:
         raise UsageError("give the labels: --labels positive,negative or --labels-file FILE")
-    params = classify_params(chosen, multi_label, threshold, batch_size, prompt, hypothesis_template, label_template)
-    common.check_batch_args(text, input_file, output, (labels_file,))
+    params = classify_params(chosen, multi_label, threshold, batch_size, prompt, hypothesis_template, label_template,
+                             shown)
+    common.check_batch_args(text, input_file, output, (labels_file, examples))
     items = _read_items(text, input_file, multi_label)
     load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
     settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
                                    multi_label=multi_label, threshold=params.threshold, prompt=prompt,
-                                   hypothesis_template=hypothesis_template, label_template=label_template)
+                                   hypothesis_template=hypothesis_template, label_template=label_template,
+                                   examples=examples_digest(shown))
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(items, load_options)
 
 
 def classify_params(labels: tuple[str, ...], multi_label: bool, threshold: float | None, batch_size: int,
-                    prompt: str | None, hypothesis_template: str, label_template: str | None):
+                    prompt: str | None, hypothesis_template: str, label_template: str | None,
+                    examples: tuple[tuple[str, str], ...] = ()):
     """The label options as checked ClassifyParams (`gptcli eval classify` takes the same options)."""
     from gptcli import textio
     from gptcli.services.classify import DEFAULT_THRESHOLD, ClassifyParams, check_params
@@ -98,7 +113,7 @@ def classify_params(labels: tuple[str, ...], multi_label: bool, threshold: float
         raise UsageError("--threshold applies to --multi-label; add --multi-label or drop --threshold")
     params = ClassifyParams(labels, multi_label, DEFAULT_THRESHOLD if threshold is None else threshold,
                             batch_size or 1, prompt=prompt, hypothesis_template=hypothesis_template,
-                            label_template=label_template)
+                            label_template=label_template, examples=examples)
     for template, option in ((prompt, "--prompt"), (hypothesis_template, "--hypothesis-template"),
                              (label_template, "--label-template")):
         if template is not None:
@@ -121,6 +136,52 @@ def read_labels(labels: str | None, labels_file: str | None) -> tuple[str, ...]:
         records = textio.read_records(labels_file, "label")
         return check_labels([record.text("label") for record in records], f"--labels-file {labels_file}")
     return ()
+
+
+def read_examples(path: str | None, labels: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """--examples as (text, label) pairs, in file order; each label one of ``labels`` when those are given.
+
+    Raises:
+        InputError: naming the file and line of a record without a text or label, or with a label
+            that is not one of ``labels``.
+    """
+    from gptcli import textio
+
+    if path is None:
+        return ()
+    if not path.strip():
+        raise UsageError("--examples is empty; give a file of labelled texts (fields text and label)")
+    pairs = []
+    for record in textio.read_records(path, "text"):
+        text, label = record.text("text"), record.text("label").strip()
+        if labels and label not in labels:
+            raise InputError(f"{record.where}: label {label!r} is not one of --labels ({', '.join(labels)}); "
+                             f"fix the example or add the label")
+        pairs.append((text, label))
+    return tuple(pairs)
+
+
+def labels_of(examples: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The examples' labels in the order they first appear (the labels, when --labels is not given)."""
+    from gptcli.services.classify import check_labels
+
+    if not examples:
+        return ()
+    labels = tuple(dict.fromkeys(label for _text, label in examples))
+    if len(labels) < 2:
+        raise InputError(f"the examples hold one label ({labels[0]!r}); give examples of two labels or more, "
+                         f"or list the labels with --labels")
+    return check_labels(labels, "the examples' labels")
+
+
+def examples_digest(examples: tuple[tuple[str, str], ...]) -> str | None:
+    """What the run record keeps of --examples: a digest, so other examples mean another run."""
+    if not examples:
+        return None
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle):

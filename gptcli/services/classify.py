@@ -26,6 +26,8 @@ class ClassifyParams:
     one sequence per text and label). The templates are for the kinds that use them:
     ``prompt`` (causal LM, with ``{labels}`` and ``{text}``), ``hypothesis_template``
     (NLI) and ``label_template`` (embedding), each with ``{}`` for the label.
+    ``examples`` are labelled texts: a causal LM reads them in its prompt, an embedding
+    model blends them into its label vectors; other kinds refuse them.
     """
 
     labels: tuple[str, ...] = ()
@@ -38,6 +40,7 @@ class ClassifyParams:
     hypothesis_template: str = "This example is {}."
     label_template: str | None = None
     temperature: float | None = None  # None: the scorer's own (see each scorer)
+    examples: tuple[tuple[str, str], ...] = ()  # few-shot (text, label) pairs, each label one of ``labels``
 
 
 @dataclass
@@ -122,6 +125,10 @@ def check_params(params: ClassifyParams) -> None:
         check_label_template(params.label_template, "--label-template", "This text is about {}.")
     if params.prompt is not None:
         check_prompt_template(params.prompt)
+    unknown = next((label for _text, label in params.examples if label not in params.labels), None)
+    if unknown is not None:
+        raise UsageError(f"the example label {unknown!r} is not one of the labels ({', '.join(params.labels)}); "
+                         f"fix it or add it to --labels")
 
 
 BRACES = "write {{ and }} for a literal brace"
@@ -222,6 +229,9 @@ def make_scorer(lm, params: ClassifyParams) -> Scorer:
     from gptcli.services import classify_encoders as enc
 
     if lm.kind == kinds.SEQUENCE_CLASSIFIER:
+        if params.examples:
+            raise UsageError(f"--examples works with causal LMs and embedding models, not with a sequence "
+                             f"classifier such as {lm.name}; drop --examples or use another --model")
         if enc.is_nli(lm.model.config):
             return enc.NliScorer(lm, _needed(params, lm), params)
         return enc.HeadScorer(lm, params)

@@ -9,6 +9,10 @@ from gptcli.errors import InputError, UsageError
 # Chosen by benchmarks/classify_accuracy.py on the packaged all-MiniLM-L6-v2 (docs/classify.md).
 DEFAULT_LABEL_TEMPLATE = "This text is about {}."
 EMBEDDING_TEMPERATURE = 0.05  # cosine similarities of different labels differ by a few hundredths
+# With --examples, a label's vector is this much its description and the rest its examples' centroid.
+# Measured on the train splits, 4 and 8 examples per label, rows not used as examples
+# (benchmarks/results/classify_fewshot.txt): 0.7-0.8 best on three sets; 1.0 ignores the examples.
+DESCRIPTION_WEIGHT = 0.75
 
 
 def is_nli(config) -> bool:
@@ -104,6 +108,11 @@ class EmbeddingScorer:
     When calibrating (by default only for multi-label), evidence is the similarity
     minus the label's similarity to content-free inputs, so a description that is
     close to everything gains nothing.
+
+    With examples (few-shot), every vector is first centred on the examples' mean (what all
+    the user's texts share says nothing about their labels), and each label's vector blends
+    its description with the centroid of its examples (``DESCRIPTION_WEIGHT``); a label
+    without examples keeps its description alone.
     """
 
     temperature = EMBEDDING_TEMPERATURE
@@ -117,18 +126,44 @@ class EmbeddingScorer:
         template = params.label_template or DEFAULT_LABEL_TEMPLATE
         self.label_vectors = self._embed([template.format(label) for label in labels])[0]
         self.bias = None
+        self.centre = None
+        if params.examples:
+            self._blend_examples(params.examples)
         # Single-label softmax gained nothing from calibration here (docs/classify.md), but
         # multi-label needs a zero point: "closer than content-free text is".
         if params.calibrate or (params.calibrate is None and params.multi_label):
-            free = self._embed(list(CONTENT_FREE))[0] @ self.label_vectors.T
-            self.bias = free.mean(0)
+            self.bias = self._similarity(self._embed(list(CONTENT_FREE))[0]).mean(0)
+
+    def _blend_examples(self, examples: Sequence[tuple[str, str]]) -> None:
+        import torch
+
+        normalize = torch.nn.functional.normalize
+        vectors = self._embed([text for text, _label in examples])[0]
+        self.centre = vectors.mean(0)
+        described = normalize(self.label_vectors - self.label_vectors.mean(0), dim=-1)
+        blended = []
+        for index, label in enumerate(self.labels):
+            own = [row for row, (_text, name) in enumerate(examples) if name == label]
+            if not own:
+                blended.append(described[index])
+                continue
+            centroid = normalize((vectors[own] - self.centre).mean(0), dim=-1)
+            blended.append(DESCRIPTION_WEIGHT * described[index] + (1 - DESCRIPTION_WEIGHT) * centroid)
+        self.label_vectors = normalize(torch.stack(blended), dim=-1)
 
     def evidence(self, texts: Sequence[str]):
         vectors, lengths = self._embed(texts)
-        similarity = vectors @ self.label_vectors.T
+        similarity = self._similarity(vectors)
         if self.bias is not None:
             similarity = similarity - self.bias
         return similarity.tolist(), lengths
+
+    def _similarity(self, vectors):
+        import torch
+
+        if self.centre is not None:
+            vectors = torch.nn.functional.normalize(vectors - self.centre, dim=-1)
+        return vectors @ self.label_vectors.T
 
     def _embed(self, texts: Sequence[str]):
         import torch
