@@ -3,12 +3,13 @@
 The prompt lists the labels and the text (through the chat template when the model
 has one); each label is then scored as the continuation: the mean log-probability
 of its tokens. Free text is never generated and parsed. A model's bare preference
-for some label words is removed by subtracting the same score on content-free
-inputs (Zhao et al. 2021, "Calibrate before use"), averaged over several of them.
+for some label words is removed by subtracting the same score on texts about nothing
+in particular (Zhao et al. 2021, "Calibrate before use", with everyday sentences in
+place of "N/A": see neutral_texts), averaged over them.
 
 With examples (few-shot), each one is a turn of its own before the text: the prompt
 with the example's text, then the answer prefix and its label. They alternate between
-labels, so no label is always the last one read; the content-free inputs see the same
+labels, so no label is always the last one read; the calibration texts see the same
 examples, so the calibration removes what the examples bias as well.
 """
 
@@ -23,7 +24,7 @@ DEFAULT_PROMPT = ("Classify the text into exactly one of these labels: {labels}.
 # The answer starts "Label:" (after the chat template's assistant turn, or the raw prompt):
 # on SmolLM2 it lifted accuracy from 68% to 84% (sentiment) and 28% to 65% (topics), see docs/classify.md.
 ANSWER_PREFIX = "Label:"
-CONTENT_FREE = ("N/A", "", "[MASK]")
+CONTENT_FREE = ("N/A", "", "[MASK]")  # an embedding model's multi-label zero point (classify_encoders)
 
 
 class LabelScorer:
@@ -41,10 +42,10 @@ class LabelScorer:
         self.answer_prefix = ANSWER_PREFIX if params.answer_prefix is None else params.answer_prefix
         self.label_ids = [self._label_ids(label) for label in labels]
         self.examples = interleave(params.examples, labels)
-        free = [self.prompt_ids(text, "content-free input") for text in CONTENT_FREE]
-        self.prefix = SharedPrefix(lm.model, lm.tokenizer.pad_token_id or 0, free)
-        calibrate = params.calibrate is not False  # on by default: it lifted SmolLM2 from 52% to 84% on sentiment
-        self.bias = self._content_free_bias() if calibrate else [0.0] * len(labels)
+        neutral = self._calibration_prompts()
+        self.prefix = SharedPrefix(lm.model, lm.tokenizer.pad_token_id or 0, neutral)
+        calibrate = params.calibrate is not False  # on by default: see neutral_texts for what it gave
+        self.bias = self._bias(neutral) if calibrate else [0.0] * len(labels)
 
     def evidence(self, texts: Sequence[str]) -> tuple[list[list[float]], list[int]]:
         prompts = [self.prompt_ids(text, f"text {text[:40]!r}") for text in texts]
@@ -52,11 +53,25 @@ class LabelScorer:
         evidence = [[score - bias for score, bias in zip(row, self.bias)] for row in scores]
         return evidence, [len(p) for p in prompts]
 
-    def _content_free_bias(self) -> list[float]:
-        rows = self._score([self.prompt_ids(text, "content-free input") for text in CONTENT_FREE])
+    def _calibration_prompts(self) -> list[list[int]]:
+        """The neutral texts' prompts that fit the context (an empty text's alone when none does).
+
+        The empty text is built first, checked: it is where labels or examples too many for the
+        context are refused."""
+        from gptcli.services.neutral_texts import NEUTRAL_TEXTS
+
+        empty = self.prompt_ids("", "content-free input")
+        longest = max(len(ids) for ids in self.label_ids)
+        context = self.lm.context_length
+        fitting = [ids for ids in (self.prompt_ids(text, "content-free input", check=False) for text in NEUTRAL_TEXTS)
+                   if context is None or len(ids) + longest <= context]
+        return fitting or [empty]
+
+    def _bias(self, prompts: list[list[int]]) -> list[float]:
+        rows = self._score(prompts)
         return [sum(column) / len(rows) for column in zip(*rows)]
 
-    def prompt_ids(self, text: str, where: str) -> list[int]:
+    def prompt_ids(self, text: str, where: str, check: bool = True) -> list[int]:
         tokenizer = self.lm.tokenizer
         turns = [(self._content(example), label) for example, label in self.examples]
         if self.chat:
@@ -72,7 +87,8 @@ class LabelScorer:
         else:
             shown = "".join(f"{content}\n{self._answer(label)}\n\n" for content, label in turns)
             ids = tokenizer(f"{shown}{self._content(text)}\n{self.answer_prefix}", add_special_tokens=True)["input_ids"]
-        self._check_length(len(ids), where)
+        if check:
+            self._check_length(len(ids), where)
         return list(ids)
 
     def _content(self, text: str) -> str:

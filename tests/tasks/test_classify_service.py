@@ -95,13 +95,18 @@ def test_batched_cached_scores_equal_one_plain_forward_each(request, fixture):
         assert list(batched.values()) == pytest.approx(list(alone.values()), abs=1e-4)
 
 
-def test_calibration_subtracts_the_mean_content_free_score(tiny_llama):
+def test_calibration_subtracts_the_mean_score_of_the_neutral_texts_that_fit(tiny_llama):
+    from gptcli.services.neutral_texts import NEUTRAL_TEXTS
+
     lm = _load(tiny_llama)
     labels = ("cat", "dog")
     raw = LabelScorer(lm, labels, ClassifyParams(labels=labels, calibrate=False))
     calibrated = LabelScorer(lm, labels, ClassifyParams(labels=labels))
-    free, _ = raw.evidence(["N/A", "", "[MASK]"])
-    bias = [sum(column) / 3 for column in zip(*free)]
+    room = lm.context_length - max(len(ids) for ids in raw.label_ids)
+    fitting = [text for text in NEUTRAL_TEXTS if len(raw.prompt_ids(text, "", check=False)) <= room]
+    assert fitting  # the tiny model's context holds some of them, and may not hold all
+    free, _ = raw.evidence(fitting)
+    bias = [sum(column) / len(fitting) for column in zip(*free)]
     assert calibrated.bias == pytest.approx(bias, abs=1e-5)
     (plain,), _ = raw.evidence(["the cat"])
     (shifted,), _ = calibrated.evidence(["the cat"])
