@@ -155,7 +155,7 @@ def read_examples(path: str | None, labels: tuple[str, ...]) -> tuple[tuple[str,
     for record in textio.read_records(path, "text"):
         text, label = record.text("text"), record.text("label").strip()
         if labels and label not in labels:
-            raise InputError(f"{record.where}: label {label!r} is not one of --labels ({', '.join(labels)}); "
+            raise InputError(f"{record.where}: label {label!r} is not one of the labels ({', '.join(labels)}); "
                              f"fix the example or add the label")
         pairs.append((text, label))
     return tuple(pairs)

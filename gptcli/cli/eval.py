@@ -75,6 +75,7 @@ def classify(
     data: _data("text and label"),
     labels: _C["labels"] = None,
     labels_file: _C["labels_file"] = None,
+    examples: _C["examples"] = None,
     hypothesis_template: _C["hypothesis_template"] = _CD["hypothesis_template"],
     label_template: _C["label_template"] = None,
     prompt: _C["prompt"] = None,
@@ -104,6 +105,8 @@ def classify(
       gptcli eval classify --data news.csv --model smollm2 --output predictions.jsonl --plot confusion.png
 
       gptcli eval classify --data reviews.jsonl --predictions predictions.jsonl --json
+
+      gptcli eval classify --data test.jsonl --examples train-8-per-label.jsonl
     """
     from gptcli.services import metrics
 
@@ -112,16 +115,19 @@ def classify(
     given = classify_cli.read_labels(labels, labels_file)
     chosen = given or eval_cases.labels_in(cases, data)
     eval_cases.check_references(cases, chosen, given)
+    shown = classify_cli.read_examples(examples, chosen)
+    eval_cases.warn_examples_in_data(shown, cases)
     params = classify_cli.classify_params(chosen, False, None, batch_size, prompt, hypothesis_template,
-                                          label_template)
-    eval_cases.check_outputs(predictions, model, output, (data, labels_file, predictions), plot, overwrite)
+                                          label_template, shown)
+    eval_cases.check_outputs(predictions, model, output, (data, labels_file, examples, predictions), plot, overwrite)
     if predictions is not None:
         predicted = eval_cases.read_predictions(predictions, "label", cases)
         source = {"predictions": predictions}
     else:
         load = classify_cli.classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
         settings = common.run_settings(output, load.model, dtype=dtype, labels=chosen, prompt=prompt,
-                                       hypothesis_template=hypothesis_template, label_template=label_template)
+                                       hypothesis_template=hypothesis_template, label_template=label_template,
+                                       examples=classify_cli.examples_digest(shown))
         scoring = eval_runs.scoring(eval_runs.ClassifyRun)
         run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         run.own_labels_allowed = not given

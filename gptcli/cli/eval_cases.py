@@ -57,6 +57,17 @@ def check_references(cases: list[Case], chosen: tuple[str, ...], given: tuple[st
                          f"({', '.join(chosen)}); add it, or fix the record")
 
 
+def warn_examples_in_data(examples: tuple[tuple[str, str], ...], cases: list[Case]) -> None:
+    """One stderr line when --examples texts are also scored: the figures would flatter the model."""
+    from gptcli import console
+
+    shown = {text.strip() for text, _label in examples}
+    inside = sum(1 for case in cases if case.item.text.strip() in shown)
+    if inside:
+        console.warn(f"{inside} of the --data texts are also --examples: their scores flatter the model; "
+                     f"take the examples from other rows")
+
+
 def check_outputs(predictions, model, output, inputs: tuple, plot: str | None = None, overwrite: bool = False):
     from gptcli.cli.eval_report import check_plot
     from gptcli.outputs import check_output_path

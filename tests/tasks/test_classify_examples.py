@@ -132,7 +132,7 @@ def test_labels_come_from_the_examples_in_first_seen_order(cli, embedder, tmp_pa
     ('{"text": "a", "label": "x"}\n{"text": "b"}\n', [], "ex.jsonl:2: missing field 'label'"),
     ('{"text": "a", "label": "x"}\n{"text": "", "label": "y"}\n', [], "ex.jsonl:2: field 'text' is empty"),
     ('{"text": "a", "label": "x"}\n{"text": "b", "label": "z"}\n', ["--labels", "x,y"],
-     "ex.jsonl:2: label 'z' is not one of --labels (x, y)"),
+     "ex.jsonl:2: label 'z' is not one of the labels (x, y)"),
     ('{"text": "a", "label": "x"}\n{"text": "b", "label": "x"}\n', [], "the examples hold one label ('x')"),
     ('{"text": "a", "label": "x"}\n{"text": "b", "label": 3}\n', [], "ex.jsonl:2: field 'label' must be a string"),
 ])
@@ -167,3 +167,18 @@ def test_output_cannot_be_the_examples_file(cli, embedder, tmp_path):
     result = cli("classify", "sun", "--examples", examples, "-m", embedder, "-o", examples)
     assert result.exit_code == 2
     assert (tmp_path / "ex.jsonl").read_bytes() == before
+
+
+def test_eval_classify_takes_examples_and_warns_when_they_are_scored_too(cli, embedder, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
+                            for t, label in [("sun day", "warm"), ("moon night", "cold"), ("sun", "warm")]))
+    examples = _write_examples(tmp_path / "ex.jsonl", [("sun day", "warm"), ("moon", "cold")])
+    result = cli("eval", "classify", "--data", str(data), "--examples", examples, "-m", embedder, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert 0.0 <= json.loads(result.stdout)["accuracy"] <= 1.0
+    assert "1 of the --data texts are also --examples" in result.stderr
+    hot = _write_examples(tmp_path / "hot.jsonl", [("sun day", "hot"), ("moon", "cold")])
+    refused = cli("eval", "classify", "--data", str(data), "--examples", hot, "--labels", "warm,cold",
+                  "-m", "/no/such/model")
+    assert refused.exit_code == 2 and "hot.jsonl:1: label 'hot' is not one of the labels" in refused.stderr
