@@ -146,14 +146,18 @@ class Run(common.TaskRun):
         if translator.route.note:
             console.warn(translator.route.note)
         started = time.perf_counter()
-        cut = 0
+        cut, wrong = 0, []
         with console.Progress("translating", len(items)) as progress:
             for item, result in zip(items, translator.translate(item.text for item in items)):
                 sink.emit(_record(item, result), result.text)
                 cut += result.finish_reason == "length"
+                if result.wrong_language:
+                    wrong.append(str(item.id))
                 progress.advance()
         if cut:  # a result cut by a token limit says so
             console.warn(_cut_note(cut, len(items), self.params.max_new_tokens))
+        if wrong:
+            console.warn(_wrong_language_note(wrong, len(items), translator.route.target))
         if self.show_stats:
             _report_stats(lm, translator.stats, time.perf_counter() - started, clock, len(items))
 
@@ -168,6 +172,13 @@ def _cut_note(cut: int, total: int, max_new_tokens: int | None) -> str:
                f"length); raise it for whole translations"
     return (f"{lines} stopped at their token limit (twice the segment's length plus 16, or the decoder's positions) "
             f"before the translation ended (finish_reason length); the model may be repeating itself")
+
+
+def _wrong_language_note(ids: list[str], total: int, target: str) -> str:
+    shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+    return (f"{len(ids)} of {total} lines do not look like {target}, even after a second try (id {shown}); "
+            f"a translation model (--model Helsinki-NLP/opus-mt-..., facebook/nllb-200-distilled-600M) does "
+            f"better than a small chat model")
 
 
 def _record(item: Item, result) -> dict:

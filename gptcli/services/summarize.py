@@ -15,14 +15,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from gptcli.errors import GptcliError, InputError, UsageError
-from gptcli.services import chunking
-from gptcli.services.text2text import FINISH_EOS, Request, Runner, RunStats
+from gptcli.services import chunking, textclean
+from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Output, Request, Runner, RunStats
 
-LENGTHS = {  # wording for an instruction-following model, and the token budget
-    "short": ("in one sentence", 60),
-    "medium": ("in two or three sentences", 120),
-    "long": ("in one paragraph of about five sentences", 250),
+LENGTHS = {  # wording for an instruction-following model, the token budget, and the most sentences kept
+    "short": ("in one sentence", 60, 1),
+    "medium": ("in two or three sentences", 120, 3),
+    "long": ("in one paragraph of about five sentences", 250, 6),
 }
+# Decoding for causal LMs (measured on the train splits: docs/summarize-translate-decoding.md). A summary is
+# one paragraph: a blank line ends it (what follows is a second answer, a note, or "Summary:" again).
+STOP = ("\n\n",)
+REPETITION_PENALTY = 1.0
+NO_REPEAT_NGRAM = 0
 OVERFLOWS = ("chunk", "truncate", "error")
 MAX_LEVELS = 8
 DEFAULT_INPUT_LIMIT = 1024  # for models whose config states no context (T5's relative positions)
@@ -74,7 +79,9 @@ class Summary:
     levels: int = 0
     truncated: bool = False
     generated_tokens: int = 0
-    finish_reason: str = FINISH_EOS  # "length": the final call stopped at its token budget
+    # "length": the final call stopped at its token budget (the summary may be cut); "stop": gptcli ended
+    # it at a sentence end (the sentence count of --length, or a repetition loop cut); "eos": the model did
+    finish_reason: str = FINISH_EOS
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -117,7 +124,7 @@ class Summarizer:
     def __post_init__(self) -> None:
         self.params.validate()
         self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats,
-                              max_batch_tokens=self.params.max_batch_tokens)
+                              max_batch_tokens=self.params.max_batch_tokens, stop=STOP, sampling=_sampling())
         self._counter = chunking.TokenCounter(self.lm.tokenizer)
         self.final_tokens = self._final_tokens()
         self.final_budget = self._budget("final", self.final_tokens)
@@ -201,7 +208,7 @@ class Summarizer:
         outputs = iter(self._runner.run(requests))
         still: list[_Doc] = []
         for doc, stage, pieces in plan:
-            done = [next(outputs) for _ in pieces]
+            done = [self._clean(stage, piece, next(outputs)) for piece in pieces]
             doc.generated += sum(o.generated_tokens for o in done)
             self._record(doc, stage, pieces, done)
             if stage == "final":
@@ -225,6 +232,26 @@ class Summarizer:
         if self.trace is not None:
             for piece, output in zip(pieces, outputs):
                 self.trace(Call(doc.index, stage, doc.levels, piece, output.text))
+
+    def _clean(self, stage: str, piece: str, output: Output) -> Output:
+        """A causal LM's summary without its artefacts and loops, at most the length's sentences, and never
+        ending mid-sentence unless it is all the model wrote before its budget ("length", warned).
+
+        finish_reason "stop": gptcli ended it at a sentence end (the sentence count of --length was
+        reached, or a repetition loop was cut).
+        """
+        if not self._runner.is_causal:
+            return output
+        text = textclean.strip_artefacts(output.text, self._wrap(stage, ""))
+        text, looped = textclean.cut_repetition(text)
+        limit = LENGTHS[self.params.length][2] if stage == "final" and self.params.max_new_tokens is None else 0
+        capped = False
+        if limit:
+            text, capped = textclean.first_sentences(text, limit)
+        reason = FINISH_STOP if looped or capped else output.finish_reason
+        if reason == FINISH_LENGTH:
+            text = textclean.drop_unfinished(text)  # still "length": the model had more to say
+        return Output(text, output.input_tokens, output.generated_tokens, reason)
 
     def _request(self, stage: str, text: str) -> Request:
         tokens = self.final_tokens if stage == "final" else self.map_new_tokens
@@ -255,6 +282,12 @@ class Summarizer:
         if self.params.max_input_tokens is not None and self.final_budget == self.params.max_input_tokens:
             return f"--max-input-tokens {self.params.max_input_tokens}"
         return f"a context of {context} less the instruction and the summary"
+
+
+def _sampling():
+    from gptcli.services.sampling import SamplingParams
+
+    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
 
 
 def _seq2seq_prefix(lm) -> str:

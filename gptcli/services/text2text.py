@@ -22,7 +22,12 @@ class Request:
     max_new_tokens: int
 
 
-FINISH_EOS, FINISH_LENGTH = "eos", "length"
+FINISH_EOS, FINISH_LENGTH, FINISH_STOP = "eos", "length", "stop"
+
+
+def _finish(reason: str) -> str:
+    """generate's reasons as ours: "stop" (a stop string ended it) stays, all but "length" else is "eos"."""
+    return reason if reason in (FINISH_LENGTH, FINISH_STOP) else FINISH_EOS
 
 
 @dataclass
@@ -33,6 +38,7 @@ class Output:
     input_tokens: int
     generated_tokens: int
     finish_reason: str = FINISH_EOS
+    wrong_language: bool = False  # translate: the output failed the language check (services.langcheck)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +72,8 @@ class Runner:
     generate_kwargs: dict = field(default_factory=dict)
     stats: RunStats = field(default_factory=RunStats)
     max_batch_tokens: int | None = None  # causal models: see GenerationParams
+    stop: tuple[str, ...] = ()  # causal models: end a request's text at the first of these (not kept)
+    sampling: Any = None  # causal models: a SamplingParams (repetition control); None: plain greedy
 
     @property
     def is_causal(self) -> bool:
@@ -106,9 +114,11 @@ class Runner:
 
         fitted = [fit_to_context(self.encode(r.text), self.lm.context_length, r.max_new_tokens, None,
                                  "a request") for r in requests]
-        params = GenerationParams(batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)
-        return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens,
-                       FINISH_LENGTH if c.finish_reason == "length" else FINISH_EOS)
+        from gptcli.services.sampling import SamplingParams
+
+        params = GenerationParams(sampling=self.sampling or SamplingParams(), stop=self.stop,
+                                  batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)
+        return [Output(c.text.strip(), c.prompt_tokens, c.generated_tokens, _finish(c.finish_reason))
                 for c in generate(self.lm, fitted, params)]
 
     def _run_seq2seq(self, requests: list[Request]) -> list[Output]:

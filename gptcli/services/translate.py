@@ -12,13 +12,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Iterator
 
 from gptcli.errors import InputError, UsageError
-from gptcli.services import chunking
+from gptcli.services import chunking, langcheck, textclean
 from gptcli.services.languages import Route, language_name, plan_route
-from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, Request, Runner, RunStats
+from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Output, Request, Runner, RunStats
 
 SEGMENT_TOKENS = 256  # the longest segment sent at once: translation models are trained on sentences
 LINES_PER_WINDOW = 64  # lines gathered before their segments are batched (output flows per window)
 MIN_SEGMENT_TOKENS = 8
+# Decoding for causal LMs (measured on the train splits: docs/summarize-translate-decoding.md). A segment
+# holds no newline, so its translation ends at the first one; what follows is a note or a second answer.
+STOP = ("\n",)
+REPETITION_PENALTY = 1.0
+NO_REPEAT_NGRAM = 0
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,9 @@ class Translation:
     """The translation of input line ``index`` (empty for a blank line).
 
     ``finish_reason``: "length" when a segment stopped at its token limit before it ended (the
-    translation is cut), "eos" when every segment ended, None for a blank line (nothing to run).
+    translation is cut), "stop" when gptcli ended a segment itself (at its newline, at as many
+    sentences as its source has, or where it began to repeat itself), "eos" when every segment
+    ended on its own, None for a blank line (nothing to run).
     """
 
     index: int
@@ -45,6 +52,7 @@ class Translation:
     input_tokens: int
     generated_tokens: int
     finish_reason: str | None = None
+    wrong_language: bool = False  # a causal LM wrote another language, again after one retry
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +81,7 @@ class Translator:
     def translate(self, lines: Iterable[str]) -> Iterator[Translation]:
         """Translations of ``lines`` in order, one per line (blank for blank)."""
         runner = Runner(self.lm, self.params.batch_size, self.route.generate_kwargs, self.stats,
-                        self.params.max_batch_tokens)
+                        self.params.max_batch_tokens, stop=STOP, sampling=_sampling())
         budget = self.segment_budget()
         counter = chunking.TokenCounter(self.lm.tokenizer)
         window: list[tuple[int, str]] = []
@@ -113,6 +121,9 @@ class Translator:
         requests = [Request(self._request_text(piece), self._max_new(counter.count(piece)))
                     for _index, piece in flat]
         outputs = runner.run(requests) if requests else []
+        if runner.is_causal:
+            outputs = [self._clean(piece, output) for (_index, piece), output in zip(flat, outputs)]
+            outputs = self._retry_wrong_language(runner, [piece for _index, piece in flat], requests, outputs)
         by_line: dict[int, list] = {index: [] for index, _line in window}
         for (index, piece), request, output in zip(flat, requests, outputs):
             by_line[index].append(output)
@@ -122,15 +133,51 @@ class Translator:
             outs = by_line[index]
             text = chunking.rejoin([_one_line(o.text) for o in outs])
             yield Translation(index, text, len(outs), sum(o.input_tokens for o in outs),
-                              sum(o.generated_tokens for o in outs), _finish_reason(outs))
+                              sum(o.generated_tokens for o in outs), _finish_reason(outs),
+                              any(o.wrong_language for o in outs))
 
-    def _request_text(self, piece: str) -> str:
+    def _request_text(self, piece: str, insist: bool = False) -> str:
         if self.route.family != "causal-lm":
             return self.route.prefix + piece
         target = language_name(self.route.target)
         source = f" from {language_name(self.route.source)}" if self.route.source else ""
+        if insist:  # the retry after a wrong-language answer: name the language again, after the text
+            return (f"{piece}\n\nTranslate the text above{source} into {target}. Write in {target} only, "
+                    f"not in {language_name(self.route.source) if self.route.source else 'the original language'}.")
         return (f"Translate the following text{source} into {target}. "
                 f"Reply with the {target} translation only.\n\n{piece}")
+
+    def _clean(self, piece: str, output: Output) -> Output:
+        """A causal LM's translation without artefacts ("Romanian:") and loops, with no more sentences than
+        its source; "stop" when gptcli ended it there, "length" (with a cut last sentence dropped) when the
+        budget did."""
+        text = textclean.strip_artefacts(output.text, self._request_text(""))
+        text, looped = textclean.cut_repetition(text)
+        text, capped = textclean.first_sentences(text, max(1, len(textclean.sentence_spans(piece))))
+        reason = FINISH_STOP if looped or capped else output.finish_reason
+        if reason == FINISH_LENGTH:
+            text = textclean.drop_unfinished(text)
+        return Output(text, output.input_tokens, output.generated_tokens, reason)
+
+    def _retry_wrong_language(self, runner: Runner, pieces: list[str], requests: list[Request],
+                              outputs: list[Output]) -> list[Output]:
+        """Segments written in another language get one more try with a firmer instruction; those still wrong
+        are marked (the command warns)."""
+        target, source = self.route.target.split("-")[0].lower(), self.route.source
+        wrong = [i for i, o in enumerate(outputs) if langcheck.check(o.text, target, source) == langcheck.WRONG]
+        if not wrong:
+            return outputs
+        again = runner.run([Request(self._request_text(pieces[i], insist=True), requests[i].max_new_tokens)
+                            for i in wrong])
+        fixed = list(outputs)
+        for i, output in zip(wrong, again):
+            output = self._clean(pieces[i], output)
+            output.generated_tokens += outputs[i].generated_tokens
+            if langcheck.check(output.text, target, source) == langcheck.WRONG:
+                output = outputs[i]
+                output.wrong_language = True
+            fixed[i] = output
+        return fixed
 
     def _max_new(self, source_tokens: int) -> int:
         if self.params.max_new_tokens is not None:
@@ -141,7 +188,15 @@ class Translator:
 def _finish_reason(outputs: list) -> str | None:
     if not outputs:
         return None
-    return FINISH_LENGTH if any(o.finish_reason == FINISH_LENGTH for o in outputs) else FINISH_EOS
+    if any(o.finish_reason == FINISH_LENGTH for o in outputs):
+        return FINISH_LENGTH
+    return FINISH_STOP if any(o.finish_reason == FINISH_STOP for o in outputs) else FINISH_EOS
+
+
+def _sampling():
+    from gptcli.services.sampling import SamplingParams
+
+    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
 
 
 def _one_line(text: str) -> str:
