@@ -44,6 +44,7 @@ SETS = {  # set -> (task, label template for the plain MiniLM baseline)
     "ag_news": ("classify", "This news article is about {label}."),
     "dbpedia14": ("classify", "This news article is about {label}."),
     "xsum": ("summarize", None),
+    "gigaword_textsum": ("summarize", None),
     "wmt16_en_fi": ("translate", None),
     "tatoeba_en_ro": ("translate", None),
 }
