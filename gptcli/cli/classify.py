@@ -178,10 +178,9 @@ def examples_digest(examples: tuple[tuple[str, str], ...]) -> str | None:
     """What the run record keeps of --examples: a digest, so other examples mean another run."""
     if not examples:
         return None
-    import hashlib
-    import json
+    from gptcli.outputs import input_digest
 
-    return hashlib.sha256(json.dumps(examples, ensure_ascii=False).encode()).hexdigest()[:16]
+    return input_digest({"examples": [list(pair) for pair in examples]})
 
 
 def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle):

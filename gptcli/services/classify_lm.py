@@ -95,13 +95,15 @@ class LabelScorer:
         return self.prompt.format(labels=", ".join(self.labels), text=text)
 
     def _answer(self, label: str) -> str:
-        spaced = self.answer_prefix and not self.answer_prefix.endswith((" ", "\n"))
-        return f"{self.answer_prefix} {label}" if spaced else f"{self.answer_prefix}{label}"
+        return f"{self.answer_prefix}{self._spoken(label)}"
 
-    def _label_ids(self, label: str) -> list[int]:
+    def _spoken(self, label: str) -> str:
         # After "Label:" a word starts with a space; at the start of a chat answer it does not.
         spaced = self.answer_prefix and not self.answer_prefix.endswith((" ", "\n"))
-        ids = self.lm.tokenizer(f" {label}" if spaced else label, add_special_tokens=False)["input_ids"]
+        return f" {label}" if spaced else label
+
+    def _label_ids(self, label: str) -> list[int]:
+        ids = self.lm.tokenizer(self._spoken(label), add_special_tokens=False)["input_ids"]
         if not ids:
             raise InputError(f"the label {label!r} has no tokens for this model; use a word")
         return list(ids)
