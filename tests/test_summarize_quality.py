@@ -38,6 +38,11 @@ def test_a_word_run_repeated_in_a_row_is_cut_but_prose_is_not():
     (RESTATED, RESTATED.split(": ", 1)[1]),
     ("Note: the sea is cold.", "Note: the sea is cold."),  # a colon in the answer itself stays
     ("The court said: no.", "The court said: no."),
+    ("The article is about cats.\nSummary:", "The article is about cats."),
+    ("She read the text", "She read the text"),  # a label word ending a sentence is the answer's own
+    ("He left a note", "He left a note"),
+    ("Please send the translation", "Please send the translation"),
+    ("A good summary", "A good summary"),
 ])
 def test_template_artefacts_are_stripped(raw, clean):
     assert textclean.strip_artefacts(raw) == clean

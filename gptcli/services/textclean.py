@@ -25,7 +25,10 @@ _LEAD_IN = re.compile(
     r"(?:\([^)\n]{0,30}\))?)\s*:(?:\*\*)?\s*", re.IGNORECASE)
 _LABEL_WORDS = ("summary", "translation", "translated", "answer", "tl;dr", "tldr", "here", "summarize", "summarise",
                 "translate")
-_TRAILING_LABEL = re.compile(r"\n?\s*(?:\*\*)?(?:summary|translation|note|text)\s*:?(?:\*\*)?\s*$", re.IGNORECASE)
+# A label left dangling at the end stands alone: on its own line or after a sentence's end ("... sat. Summary:"),
+# never the last word of a sentence ("I read the text").
+_TRAILING_LABEL = re.compile(r"(?:^|\n|(?<=[.!?…]))\s*(?:\*\*)?(?:summary|translation|note|text)\s*:?(?:\*\*)?\s*$",
+                             re.IGNORECASE)
 
 
 def sentence_spans(text: str) -> list[tuple[int, int]]:
