@@ -38,23 +38,23 @@ def _fitted(lm, texts, max_new):
 
 def _decode(lm, fitted, monkeypatch, batch_size):
     """Each prompt's (tokens, logits per step) as the decode loop picked them, keyed by prompt index."""
+    from gptcli.engine.scheduler import Scheduler
+
     steps: dict[tuple, list] = {}
-    pad = lm.tokenizer.pad_token_id
+    original = Scheduler._pick
 
-    class Recording(gen.TokenPicker):
-        def __call__(self, history, logits, generators):
-            picked = super().__call__(history, logits, generators)
-            for row, token in enumerate(picked.tolist()):  # greedy: history is the batch's padded prompts
-                prompt = tuple(t for t in history[row].tolist() if t != pad)
-                steps.setdefault(prompt, []).append((token, logits[row].float().clone()))
-            return picked
+    def recording(self, rows, logits):
+        picked = original(self, rows, logits)
+        for n, row in enumerate(rows):
+            steps.setdefault(tuple(row.request.ids), []).append((picked[n][0], logits[n].float().clone()))
+        return picked
 
-    monkeypatch.setattr(gen, "TokenPicker", Recording)
+    monkeypatch.setattr(Scheduler, "_pick", recording)
     completions = [e for e in gen.generate(lm, fitted, gen.GenerationParams(batch_size=batch_size))
                    if isinstance(e, gen.Completion)]
     result = {}
     for fit, completion in zip(fitted, completions):
-        live = steps[tuple(fit.ids)][:completion.generated_tokens]  # a row that ended keeps being fed pads
+        live = steps[tuple(fit.ids)]
         result[completion.index] = ([token for token, _ in live], [logits for _, logits in live], completion)
     return result
 
@@ -96,10 +96,12 @@ def test_float32_greedy_is_the_same_alone_and_in_batches_of_other_lengths(reques
 def test_a_left_padded_row_scores_as_it_does_alone(request, model_fixture):
     import torch
 
-    ids, mask = gen._left_pad([[5, 6, 7], [8, 9]], pad_id=0, device="cpu")
+    from gptcli.engine.scheduler import left_pad, positions_of
+
+    ids, mask = left_pad([[5, 6, 7], [8, 9]], pad_id=0, device="cpu")
     assert ids.tolist() == [[5, 6, 7], [0, 8, 9]]
     assert mask.tolist() == [[1, 1, 1], [0, 1, 1]]
-    positions = gen._positions(mask)  # what the decode loop gives the model
+    positions = positions_of(mask)  # what the decode loop gives the model
     assert positions.tolist() == [[0, 1, 2], [0, 0, 1]]  # each row counts from 0 after its padding
     lm = _load(request.getfixturevalue(model_fixture))
     with torch.inference_mode():

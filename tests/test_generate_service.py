@@ -59,17 +59,28 @@ def test_batched_greedy_equals_one_by_one(tiny_llama):
     assert [c.text for c in batched] == alone
 
 
-def test_token_budget_splits_batches_and_keeps_results(tiny_llama):
+def test_token_budget_bounds_the_running_batch_and_keeps_results(tiny_llama):
+    from gptcli.engine.api import Finished, Request
+    from gptcli.engine.scheduler import Scheduler
+
     lm = _load(tiny_llama)
     fitted = _fitted(lm, PROMPTS, max_new=10)
-    jobs = [gen._Job(i, 0, f.ids, f.max_new_tokens) for i, f in enumerate(fitted)]
     budget = 3 * max(len(f.ids) + 10 for f in fitted) - 1  # too small for three of the longest rows
-    batches = list(gen._plan_batches(jobs, batch_size=5, max_tokens=budget))
-    assert sorted(j.index for b in batches for j in b) == list(range(len(PROMPTS)))
-    assert all(len(b) == 1 or len(b) * max(len(j.ids) + j.max_new_tokens for j in b) <= budget for b in batches)
-    assert len(batches) > 1 == len(list(gen._plan_batches(jobs, batch_size=5)))  # the budget did split
+    scheduler = Scheduler(lm, batch_size=5, max_batch_tokens=budget)
+    for i, f in enumerate(fitted):
+        scheduler.submit(Request(i, tuple(f.ids), f.max_new_tokens))
+    texts, widest_batch = {}, 0
+    while scheduler.has_work():
+        for event in scheduler.step():
+            if isinstance(event, Finished):
+                texts[event.request_id] = event.text
+        running = [row.request for row in scheduler.slots if row is not None]
+        if len(running) > 1:
+            assert len(running) * max(len(r.ids) + r.max_new_tokens for r in running) <= budget
+        widest_batch = max(widest_batch, len(running))
+    assert widest_batch == 2  # the budget, not the batch size, bounded the batch
     alone = [c.text for c in _run(lm, fitted, batch_size=1)]
-    assert [c.text for c in _run(lm, fitted, batch_size=5, max_batch_tokens=budget)] == alone
+    assert [texts[i] for i in range(len(PROMPTS))] == alone
 
 
 def test_same_seed_same_samples_and_other_seed_differs(tiny_llama):

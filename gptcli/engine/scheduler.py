@@ -1,0 +1,373 @@
+"""Continuous batching for transformers causal LMs.
+
+Requests wait in a queue and join the running batch as soon as a row is free: each step
+prefills the newly admitted prompts (in one padded pass), copies their keys and values
+into free rows of the batch's SlotCache, then decodes one token for every running row.
+A row that ends (EOS, a stop string, its limit, a cancel) frees its row at once, so a
+batch whose outputs differ in length never decodes padding for rows that are done.
+
+Models whose cache cannot hold rows of different ages (sliding windows, linear attention)
+run in fixed batches on their own cache: a batch is admitted only when the last one ended.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Hashable
+
+from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request, TokenLogprob
+from gptcli.engine.rows import Row
+from gptcli.services.decoding import RowText
+
+MIN_HEADROOM = 64  # columns kept free past the packed rows when the cache is rebuilt
+
+
+class Scheduler:
+    """Runs requests on one loaded causal LM, ``batch_size`` rows at a time.
+
+    ``max_batch_tokens`` bounds rows x (prompt + new tokens) of the running batch (its KV
+    cache and prefill activations); None bounds rows only. One row always runs, however long.
+    """
+
+    def __init__(self, lm, batch_size: int, max_batch_tokens: int | None = None,
+                 stats: GenerationStats | None = None):
+        from gptcli.services.kvcache import reserved_cache_for
+
+        self.model, self.tokenizer = lm.model, lm.tokenizer
+        self.device = lm.model.device
+        self.batch_size = max(1, batch_size)
+        self.max_batch_tokens = max_batch_tokens
+        self.eos_ids = eos_ids(lm)
+        self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else (
+            min(self.eos_ids) if self.eos_ids else 0)
+        self.joinable = reserved_cache_for(lm.model, 1) is not None
+        self.pending: deque[Request] = deque()
+        self.slots: list[Row | None] = []
+        self.cache = None
+        self.mask = None  # rows x capacity: 1 where a row's own tokens are
+        self.stats = stats if stats is not None else GenerationStats()
+        self._cancelled: set[Hashable] = set()
+        self._pickers: dict = {}
+
+    # -- the queue ---------------------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        self.pending.append(request)
+
+    def cancel(self, request_id: Hashable) -> None:
+        self._cancelled.add(request_id)
+
+    def has_work(self) -> bool:
+        return bool(self.pending) or any(row is not None for row in self.slots)
+
+    @property
+    def running(self) -> int:
+        return sum(row is not None for row in self.slots)
+
+    # -- one step ----------------------------------------------------------------------------
+    def step(self) -> list[Event]:
+        import torch
+
+        started = time.perf_counter()
+        events: list[Event] = []
+        self._drop_cancelled(events)
+        with torch.inference_mode():
+            admitted = self._admissions()
+            if admitted:
+                self._prefill(admitted, events)
+            if self.running:
+                self._decode(events)
+        self._tidy()
+        self.stats.decode_seconds += time.perf_counter() - started
+        return events
+
+    def _drop_cancelled(self, events: list[Event]) -> None:
+        if not self._cancelled:
+            return
+        for request in [r for r in self.pending if r.id in self._cancelled]:
+            self.pending.remove(request)
+            events.append(Finished(request.id, "", len(request.ids), 0, FINISH_CANCELLED))
+        for index, row in enumerate(self.slots):
+            if row is not None and row.request.id in self._cancelled:
+                events.append(row.finished(FINISH_CANCELLED))
+                self._free(index)
+        self._cancelled.clear()
+
+    # -- admission ---------------------------------------------------------------------------
+    def _admissions(self) -> list[Request]:
+        """The queued requests that join now: in queue order, while rows and the token budget allow."""
+        if not self.pending or (not self.joinable and self.running):
+            return []
+        running = [row.request for row in self.slots if row is not None]
+        widest = max((_reach(r) for r in running), default=0)
+        chosen: list[Request] = []
+        while self.pending and len(running) + len(chosen) < self.batch_size:
+            request = self.pending[0]
+            width = max(widest, _reach(request))
+            rows = len(running) + len(chosen) + 1
+            if self.max_batch_tokens and rows > 1 and rows * width > self.max_batch_tokens:
+                break
+            chosen.append(self.pending.popleft())
+            widest = width
+        return chosen
+
+    def _prefill(self, requests: list[Request], events: list[Event]) -> None:
+        from gptcli.services.kvcache import ReservedCache, reserved_cache_for, returned_cache
+
+        ids, attention = left_pad([list(r.ids) for r in requests], self.pad_id, self.device)
+        width = ids.shape[1]
+        if self.joinable:
+            cache = ReservedCache(self._num_layers(), width)
+        else:
+            cache = reserved_cache_for(self.model, width + max(r.max_new_tokens for r in requests))
+        out = self._forward(ids, attention, positions_of(attention), cache)
+        cache = returned_cache(out)
+        rows = [self._new_row(request) for request in requests]
+        self.stats.prompt_tokens += sum(len(r.ids) for r in requests)
+        alive = self._pick_and_advance(rows, out.logits[:, -1, :], events)
+        if self.joinable:
+            self._place(rows, alive, cache, attention, width)
+        else:
+            self.slots = [row if i in alive else None for i, row in enumerate(rows)]
+            self.cache, self.mask = cache, attention
+
+    def _new_row(self, request: Request) -> Row:
+        picker = self._picker(request.sampling)
+        stream = picker.generators([request.key])
+        return Row(request, RowText(self.tokenizer, request.stop), stream[0] if stream else None,
+                   position=len(request.ids) - 1, history=list(request.ids) if picker.needs_history else None,
+                   logprobs=[] if request.logprobs is not None else None)
+
+    def _place(self, prefilled: list[Row], alive: list[int], prefill, attention, width: int) -> None:
+        """Put the newly prefilled rows still running (``alive``) into free slots of the batch."""
+        rows = [prefilled[i] for i in alive]
+        if not rows:
+            return
+        from gptcli.engine.slots import SlotCache
+
+        if self.cache is None:
+            self.cache = SlotCache(self._num_layers())
+        elif not self.running:  # nothing to keep: start at column 0, as a row alone does (same kernels, same
+            self.cache.set_length(0)  # rounding in bfloat16: --batch-size 1 results depend on nothing else)
+            self.mask.zero_()
+        free = [i for i, row in enumerate(self.slots) if row is None]
+        extra = len(rows) - len(free)
+        newest = max(r.request.max_new_tokens for r in rows)
+        needed = max(self.cache.length, width) + 1 + newest
+        if extra > 0:
+            self._resize(len(self.slots) + extra, max(needed, self.cache.capacity), prefill)
+            free = [i for i, row in enumerate(self.slots) if row is None]
+        elif needed > self.cache.capacity:
+            self._compact(width, newest)
+        length = max(self.cache.length, width)
+        if length > self.cache.length:  # a prompt longer than the batch so far: every row gains masked columns
+            self.cache.set_length(length)
+        start = length - width  # right-aligned at the current column: the row continues where all others do
+        targets = free[:len(rows)]
+        self.cache.place(targets, prefill, alive, start)
+        self.mask[targets] = 0
+        self.mask[targets, start:length] = attention[alive]
+        for slot, row in zip(targets, rows):
+            self.slots[slot] = row
+
+    def _resize(self, rows: int, capacity: int, like) -> None:
+        import torch
+
+        self.cache.resize(rows, capacity, like)
+        mask = torch.zeros((rows, capacity), dtype=torch.long, device=self.device)
+        if self.mask is not None:
+            kept_rows, kept_cols = min(rows, self.mask.shape[0]), min(capacity, self.mask.shape[1])
+            mask[:kept_rows, :kept_cols] = self.mask[:kept_rows, :kept_cols]
+        self.mask = mask
+        self.slots += [None] * (rows - len(self.slots))
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _decode(self, events: list[Event]) -> None:
+        import torch
+
+        from gptcli.services.kvcache import returned_cache
+
+        if self.joinable and self.cache.length + 1 > self.cache.capacity:
+            self._compact()
+        tokens = [row.last if row else self.pad_id for row in self.slots]
+        positions = [row.position if row else 0 for row in self.slots]
+        ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
+        position_ids = torch.tensor(positions, device=self.device).unsqueeze(1)
+        if self.joinable:
+            length = self.cache.length
+            self.mask[:, length] = 1  # free rows attend to their own pad: never a row with nothing to attend to
+            attention = self.mask[:, :length + 1]
+        else:
+            self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.slots), 1))], dim=1)
+            attention = self.mask
+        out = self._forward(ids, attention, position_ids, self.cache)
+        if not self.joinable:
+            self.cache = returned_cache(out)
+        live = [i for i, row in enumerate(self.slots) if row is not None]
+        logits = out.logits[:, -1, :]
+        alive = self._pick_and_advance([self.slots[i] for i in live], logits[live], events)
+        for n, slot in enumerate(live):
+            if n not in alive:
+                self._free(slot)
+
+    def _pick_and_advance(self, rows: list[Row], logits, events: list[Event]) -> list[int]:
+        """Pick each row's next token; advance the rows; the indices of those still running."""
+        picked = self._pick(rows, logits)
+        self.stats.mark_first_token()
+        alive = []
+        for n, row in enumerate(rows):
+            token, logprob = picked[n]
+            made = row.advance(token, self.eos_ids, logprob)
+            events.extend(made)
+            if made and isinstance(made[-1], Finished):
+                self.stats.generated_tokens += made[-1].generated_tokens
+            else:
+                alive.append(n)
+        return alive
+
+    def _pick(self, rows: list[Row], logits) -> list[tuple[int, TokenLogprob | None]]:
+        """One token per row; rows with the same sampling settings are picked together."""
+        import torch
+
+        picked: list = [None] * len(rows)
+        groups: dict = {}
+        for n, row in enumerate(rows):
+            groups.setdefault(row.request.sampling, []).append(n)
+        for sampling, members in groups.items():
+            picker = self._picker(sampling)
+            index = torch.tensor(members, device=logits.device)
+            group_logits = logits.index_select(0, index)
+            history = None
+            if picker.needs_history:
+                history, _ = left_pad([rows[n].history for n in members], self.pad_id, logits.device)
+            streams = [rows[n].stream for n in members] if not picker.greedy else None
+            tokens = picker(history, group_logits, streams).tolist()
+            for k, n in enumerate(members):
+                picked[n] = (tokens[k], _logprob(group_logits[k], tokens[k], rows[n].request.logprobs))
+        return picked
+
+    def _picker(self, sampling):
+        from gptcli.services.sampling import TokenPicker
+
+        picker = self._pickers.get(sampling)
+        if picker is None:
+            picker = self._pickers[sampling] = TokenPicker(sampling, self.device)
+        return picker
+
+    # -- housekeeping --------------------------------------------------------------------------
+    def _free(self, slot: int) -> None:
+        self.slots[slot] = None
+
+    def _tidy(self) -> None:
+        """Give memory back when the batch has emptied, shrink it when the queue has run dry."""
+        if not self.joinable:
+            if not self.running:
+                self.slots, self.cache, self.mask = [], None, None
+            return
+        if not self.running and not self.pending:
+            self.slots, self.cache, self.mask = [], None, None
+            return
+        free = len(self.slots) - self.running
+        if not self.pending and free and free * 4 >= len(self.slots):
+            live = [i for i, row in enumerate(self.slots) if row is not None]
+            self.cache.keep_rows(live)
+            self.mask = self.mask[live]
+            self.slots = [self.slots[i] for i in live]
+
+    def _compact(self, incoming_width: int = 0, incoming_new: int = 0) -> None:
+        """Pack every running row's own columns to the right of a fresh buffer (the columns ran
+        out), leaving room for the running rows to finish and for rows about to join."""
+        import torch
+
+        length = self.cache.length
+        running = [row is not None for row in self.slots]
+        counts = self.mask[:, :length].sum(dim=1) * torch.tensor(running, device=self.device)
+        width = int(counts.max()) if len(self.slots) else 0
+        columns = torch.zeros((len(self.slots), width), dtype=torch.long, device=self.device)
+        mask = torch.zeros_like(columns)
+        for r, row in enumerate(self.slots):
+            if row is None:
+                continue
+            own = self.mask[r, :length].nonzero().squeeze(1)
+            columns[r, width - own.numel():] = own
+            mask[r, width - own.numel():] = 1
+        remaining = [row.request.max_new_tokens - len(row.text.ids) for row in self.slots if row is not None]
+        headroom = max(MIN_HEADROOM, incoming_new, *remaining)
+        capacity = max(width, incoming_width) + headroom + 1
+        self.cache.gather_columns(columns, capacity)
+        self.mask = torch.zeros((len(self.slots), capacity), dtype=torch.long, device=self.device)
+        self.mask[:, :width] = mask
+
+    # -- the model ----------------------------------------------------------------------------
+    def _forward(self, ids, attention, positions, cache):
+        from gptcli.services.kvcache import cache_argument
+
+        return self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                          **{cache_argument(self.model): cache}, **last_logits_only(self.model))
+
+    def _num_layers(self) -> int:
+        config = self.model.config
+        config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+        return config.num_hidden_layers
+
+
+def _reach(request: Request) -> int:
+    return len(request.ids) + request.max_new_tokens
+
+
+def _logprob(logits, token: int, top: int | None) -> TokenLogprob | None:
+    """The model's log-probability of the picked token (before sampling warpers), and the top ``top``."""
+    if top is None:
+        return None
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    best = ()
+    if top > 0:
+        values, indices = logprobs.topk(top)
+        best = tuple(zip(indices.tolist(), values.tolist()))
+    return TokenLogprob(token, float(logprobs[token]), best)
+
+
+def left_pad(sequences: list[list[int]], pad_id: int, device):
+    import torch
+
+    width = max(len(ids) for ids in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
+        mask[row, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)
+
+
+def positions_of(mask):
+    """Each row's positions counted from 0 at its first real token (pads at 0, masked anyway).
+
+    A left-padded row then gets the positions it has alone: models with absolute position
+    embeddings (GPT-2) would otherwise read a shifted prompt (tests/test_batch_invariance.py).
+    """
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def eos_ids(lm) -> set[int]:
+    ids: set[int] = set()
+    for source in (getattr(lm.model, "generation_config", None), lm.model.config, lm.tokenizer):
+        value = getattr(source, "eos_token_id", None)
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    return ids
+
+
+def last_logits_only(model) -> dict:
+    """Ask for the last position's logits only, when the model supports it (saves the
+    prompt-length x vocabulary projection on the first step)."""
+    import inspect
+
+    cached = getattr(model, "_gptcli_logits_kw", None)
+    if cached is None:
+        cached = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+        model._gptcli_logits_kw = cached
+    return cached
