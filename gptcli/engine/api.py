@@ -86,8 +86,9 @@ class GenerationStats:
 
 
 class Engine(ABC):
-    """What the services ask of a loaded model. Backends implement it; callers never touch
-    the model itself."""
+    """What the services ask of a loaded causal LM: generation requests in, events out, and
+    log-probabilities of given tokens. Backends implement it; services never touch the model.
+    (Encoder models have theirs: ``engine.encoders.EncoderEngine``.)"""
 
     @abstractmethod
     def submit(self, request: Request) -> None:
@@ -104,6 +105,15 @@ class Engine(ABC):
     @abstractmethod
     def has_work(self) -> bool:
         """True while any request is queued or running."""
+
+    @abstractmethod
+    def prefix_scorer(self, prefix: list[int]):
+        """An object whose ``answer_logprobs(rows)`` gives, for each (prompt ids, answer ids) row,
+        the answer tokens' log-probabilities; prompts starting with ``prefix`` share its work."""
+
+    @abstractmethod
+    def token_losses(self, windows: list[tuple[list[int], int]]) -> list[list[float]]:
+        """For each (ids, scored) window, the loss in nats of its last ``scored`` tokens."""
 
     def run(self, requests: Iterable[Request]) -> Iterator[Event]:
         """Submit requests and yield every event until all of them have finished."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from gptcli.engine.encoders import EncoderEngine
 from gptcli.errors import InputError, UsageError
 
 # Chosen by benchmarks/classify_accuracy.py on the packaged all-MiniLM-L6-v2 (docs/classify.md).
@@ -61,12 +62,8 @@ class HeadScorer:
         return tuple(str(config.id2label[i]) for i in sorted(config.id2label, key=int))
 
     def evidence(self, texts: Sequence[str]):
-        import torch
-
         batch, lengths = _encode(self.lm, texts)
-        with torch.inference_mode():
-            logits = self.lm.model(**batch).logits.float().cpu()
-        return logits.tolist(), lengths
+        return EncoderEngine(self.lm).logits(batch).tolist(), lengths
 
 
 class NliScorer:
@@ -89,12 +86,9 @@ class NliScorer:
         self.contradict = _label_index(config, "contradict")
 
     def evidence(self, texts: Sequence[str]):
-        import torch
-
         premises = [text for text in texts for _ in self.hypotheses]
         batch, lengths = _encode(self.lm, premises, self.hypotheses * len(texts))
-        with torch.inference_mode():
-            logits = self.lm.model(**batch).logits.float().cpu()
+        logits = EncoderEngine(self.lm).logits(batch)
         against = logits[:, self.contradict] if self.contradict is not None else 0.0
         values = (logits[:, self.entail] - against).view(len(texts), len(self.labels))
         width = len(self.labels)
@@ -166,15 +160,21 @@ class EmbeddingScorer:
         return vectors @ self.label_vectors.T
 
     def _embed(self, texts: Sequence[str]):
-        import torch
+        return embed(self.lm, texts, self.batch_size)
 
-        chunks, lengths = [], []
-        for start in range(0, len(texts), self.batch_size):
-            batch, used = _encode(self.lm, texts[start:start + self.batch_size])
-            with torch.inference_mode():
-                hidden = self.lm.model(**batch).last_hidden_state.float()
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-            chunks.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
-            lengths.extend(used)
-        return torch.cat(chunks), lengths
+
+def embed(lm, texts: Sequence[str], batch_size: int):
+    """Normalised sentence vectors of ``texts`` (a tensor, rows in order) and their token counts.
+
+    Raises:
+        InputError: a text longer than the model's context.
+    """
+    import torch
+
+    engine = EncoderEngine(lm)
+    chunks, lengths = [], []
+    for start in range(0, len(texts), batch_size):
+        batch, used = _encode(lm, texts[start:start + batch_size])
+        chunks.append(engine.embed(batch))
+        lengths.extend(used)
+    return torch.cat(chunks), lengths

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from gptcli.engine.transformers_engine import TransformersEngine
 from gptcli.errors import InputError, UsageError
 
 DEFAULT_PROMPT = ("Classify the text into exactly one of these labels: {labels}.\n\n"
@@ -43,7 +44,9 @@ class LabelScorer:
         self.label_ids = [self._label_ids(label) for label in labels]
         self.examples = interleave(params.examples, labels)
         neutral = self._calibration_prompts()
-        self.prefix = SharedPrefix(lm.model, lm.tokenizer.pad_token_id or 0, neutral)
+        # The prompt every text shares runs once; its last token is kept back (it may merge with the text).
+        common = _common_prefix(neutral)
+        self.prefix = TransformersEngine(lm).prefix_scorer(common[:max(0, len(common) - 1)])
         calibrate = params.calibrate is not False  # on by default: see neutral_texts for what it gave
         self.bias = self._bias(neutral) if calibrate else [0.0] * len(labels)
 
@@ -139,7 +142,8 @@ class LabelScorer:
         rows = [(p, ids) for p in prompts for ids in self.label_ids]
         flat: list[float] = []
         for start in range(0, len(rows), self.batch_size):
-            flat.extend(self.prefix.mean_logprobs(rows[start:start + self.batch_size]))
+            answers = self.prefix.answer_logprobs(rows[start:start + self.batch_size])
+            flat.extend(sum(tokens) / len(tokens) for tokens in answers)
         width = len(self.labels)
         return [flat[i:i + width] for i in range(0, len(flat), width)]
 
@@ -155,75 +159,9 @@ def interleave(examples, labels: tuple[str, ...]) -> list[tuple[str, str]]:
     return ordered
 
 
-class SharedPrefix:
-    """The prompt tokens every text shares (system prompt, instructions), run once and cached.
-
-    Each row is then ``shared prefix | rest of its prompt + label``; the rests are
-    right-padded, so every real token sits at its true position and never sees a
-    pad (attention is causal), whatever the model. A row that does not start with
-    the prefix (a tokenizer merging across the boundary) runs without the cache.
-    """
-
-    def __init__(self, model, pad_id: int, samples: list[list[int]]):
-        self.model = model
-        self.pad_id = pad_id
-        common = _common_prefix(samples)
-        self.ids = common[:max(0, len(common) - 1)]  # keep a token back: it may merge with the text
-        self.cache = _run_prefix(model, self.ids) if self.ids else None
-
-    def mean_logprobs(self, rows: list[tuple[list[int], list[int]]]) -> list[float]:
-        """Mean log-prob of each row's answer tokens after its prompt: one forward pass."""
-        n = len(self.ids)
-        if self.cache is not None and all(len(p) > n and p[:n] == self.ids for p, _a in rows):
-            return _answer_logprobs(self.model, [(p[n:], a) for p, a in rows], self.pad_id, self.cache, n)
-        return _answer_logprobs(self.model, rows, self.pad_id, None, 0)
-
-
 def _common_prefix(samples: list[list[int]]) -> list[int]:
     first = samples[0]
     length = len(first)
     for other in samples[1:]:
         length = next((i for i, (a, b) in enumerate(zip(first, other)) if a != b), min(length, len(other)))
     return first[:length]
-
-
-def _run_prefix(model, ids: list[int]):
-    import torch
-
-    from gptcli.services.kvcache import returned_cache
-
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], device=model.device), use_cache=True, logits_to_keep=1)
-    return returned_cache(out)
-
-
-def _answer_logprobs(model, rows, pad_id: int, cache, offset: int) -> list[float]:
-    """Score right-padded ``rest + answer`` rows after an optional cached prefix of ``offset`` tokens."""
-    import copy
-
-    import torch
-
-    from gptcli.services.kvcache import cache_argument
-
-    width = max(len(rest) + len(answer) for rest, answer in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), offset + width), dtype=torch.long)
-    mask[:, :offset] = 1
-    for r, (rest, answer) in enumerate(rows):
-        ids[r, :len(rest) + len(answer)] = torch.tensor(rest + answer)
-        mask[r, offset:offset + len(rest) + len(answer)] = 1
-    past = None
-    if cache is not None:
-        past = copy.deepcopy(cache)  # the forward pass appends to it; keep the prefix's own clean
-        past.batch_repeat_interleave(len(rows))
-    positions = torch.arange(offset, offset + width).expand(len(rows), width)
-    device = model.device
-    with torch.inference_mode():
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                       use_cache=cache is not None, **{cache_argument(model): past}).logits
-    scores = []
-    for r, (rest, answer) in enumerate(rows):
-        start = len(rest)  # the first answer token; the logits one step earlier predict it
-        logprobs = logits[r, start - 1:start - 1 + len(answer)].float().log_softmax(-1)
-        scores.append(logprobs.gather(-1, torch.tensor(answer, device=logprobs.device)[:, None]).mean().item())
-    return scores

@@ -135,7 +135,10 @@ def sequence_losses(lm, sequences: Sequence[Tokens], params: PerplexityParams) -
     Raises:
         UsageError: a bad batch size, window or stride.
     """
+    from gptcli.engine.transformers_engine import TransformersEngine
+
     params.validate()
+    engine = TransformersEngine(lm)
     size = window_size(lm, params)
     # A window's first token has nothing before it in the window: each must score at most size - 1.
     stride = min(params.stride or max(1, size // 2), size - 1)
@@ -148,7 +151,7 @@ def sequence_losses(lm, sequences: Sequence[Tokens], params: PerplexityParams) -
         sums = [0.0] * len(chunk)
         for batch_start in range(0, len(flat), rows):
             batch = flat[batch_start:batch_start + rows]
-            for window, total in zip(batch, _window_loss_sums(lm, batch)):
+            for window, total in zip(batch, _window_loss_sums(engine, batch)):
                 sums[window.text - start] += total
         for offset, text_pieces in enumerate(pieces):
             count = sum(piece.count for piece in text_pieces)
@@ -166,32 +169,10 @@ def _rows_for_logits(lm, size: int) -> int:
     return max(1, LOGITS_BYTES // (size * vocabulary * 4))
 
 
-def _window_loss_sums(lm, batch: list[Window]) -> list[float]:
-    """The summed loss (nats) of each window's scored tokens: one right-padded forward pass."""
-    import torch
-
-    width = max(len(window.ids) for window in batch)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for row, window in enumerate(batch):
-        ids[row, :len(window.ids)] = torch.tensor(window.ids)
-        mask[row, :len(window.ids)] = 1
-    positions = torch.arange(width).expand(len(batch), width)
-    device = lm.device
-    with torch.inference_mode():
-        logits = lm.model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                          position_ids=positions.to(device), use_cache=False).logits
-        sums = []
-        for row, window in enumerate(batch):
-            length = len(window.ids)
-            first = length - window.scored  # the first scored token; the logits one step earlier predict it
-            predicted = logits[row, first - 1:length - 1].float()
-            targets = ids[row, first:length].to(predicted.device)
-            if window.counted is None:
-                sums.append(torch.nn.functional.cross_entropy(predicted, targets, reduction="sum").item())
-            else:
-                losses = torch.nn.functional.cross_entropy(predicted, targets, reduction="none")
-                keep = torch.tensor(window.counted, device=losses.device)
-                sums.append(losses[keep].sum().item())
+def _window_loss_sums(engine, batch: list[Window]) -> list[float]:
+    """The summed loss (nats) of each window's counted tokens: one right-padded forward pass."""
+    sums = []
+    for window, losses in zip(batch, engine.token_losses([(window.ids, window.scored) for window in batch])):
+        counted = losses if window.counted is None else [loss for loss, kept in zip(losses, window.counted) if kept]
+        sums.append(sum(counted))
     return sums
