@@ -87,7 +87,7 @@ def _interrupted() -> int:
     from gptcli import signals
 
     how = "interrupted" if signals.exit_code() == EXIT_INTERRUPTED else f"stopped by {signals.name()}"
-    sys.stderr.write(f"gptcli: {how}; results already written are kept (rerun to resume)\n")
+    sys.stderr.write(f"gptcli: {how}; {signals.stop_note}\n")
     return signals.exit_code()
 
 

@@ -12,6 +12,14 @@ import signal
 HANDLED = (signal.SIGTERM, signal.SIGHUP)
 
 received: int | None = None  # the first signal that ended this run (SIGINT included)
+# What the line on stderr says after a stop: a command that keeps no results (serve) says its own.
+DEFAULT_STOP_NOTE = "results already written are kept (rerun to resume)"
+stop_note = DEFAULT_STOP_NOTE
+
+
+def set_stop_note(note: str) -> None:
+    global stop_note
+    stop_note = note
 
 
 class Terminated(KeyboardInterrupt):
@@ -29,8 +37,9 @@ def install() -> dict:
     """
     import threading
 
-    global received
+    global received, stop_note
     received = None
+    stop_note = DEFAULT_STOP_NOTE
     previous = {}
     if threading.current_thread() is not threading.main_thread():
         return previous  # handlers can only be set from the main thread (a server's workers)

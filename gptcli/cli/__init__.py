@@ -12,7 +12,7 @@ from gptcli.cli.options import VERBOSE_HELP
 
 app = typer.Typer(
     name="gptcli",
-    help="Hugging Face language models from the terminal: generate, finetune, classify, summarize, translate.\n\n"
+    help="Hugging Face language models from the terminal: generate, finetune, classify, summarize, translate, serve.\n\n"
          "Results go to stdout, everything else to stderr. Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -46,6 +46,7 @@ def _register() -> None:
     from gptcli.cli import summarize
     from gptcli.cli import translate
     from gptcli.cli import eval as eval_cli
+    from gptcli.cli import serve
 
     app.command(name="generate", no_args_is_help=False)(generate.generate)
     app.command(name="classify", no_args_is_help=False)(classify.classify)
@@ -53,6 +54,7 @@ def _register() -> None:
     app.command(name="summarize", no_args_is_help=False)(summarize.summarize)
     app.command(name="translate", no_args_is_help=False)(translate.translate)
     app.add_typer(eval_cli.app, name="eval")
+    app.command(name="serve")(serve.serve)
 
 
 _register()

@@ -1,0 +1,143 @@
+"""gptcli's own task routes, which the commands use with --server.
+
+``POST /gptcli/v1/generate`` takes one prompt as `gptcli generate` holds it (text or messages,
+system, raw, truncate, sampling, stops, samples, the input's key) and fits and runs it with
+the same services, so a command sent here writes what it would have written locally.
+Errors a local run would raise as bad input or usage come back as 400 with their message
+and ``type: input_error`` (code ``usage_error`` for usage), and the client raises them again.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
+
+from gptcli.engine.api import Delta, Finished
+from gptcli.errors import InputError, UsageError
+from gptcli.server.errors import ApiError
+from gptcli.server.naming import check_model
+
+router = APIRouter()
+CLIENT_CLOSED = 499
+INPUT_ERROR = "input_error"
+
+
+class GenerateTask(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: Optional[str] = None
+    prompt: Optional[str] = None
+    messages: Optional[list[dict]] = None
+    where: str = "the prompt"
+    system: Optional[str] = None
+    raw: bool = False
+    truncate: Optional[str] = None
+    max_new_tokens: int = 256
+    sampling: dict = {}
+    stop: list[str] = []
+    num_samples: int = 1
+    key: str = "0"
+    stream: bool = False
+
+
+@router.get("/gptcli/v1/info")
+async def info(request: Request) -> dict:
+    """The served model's name and identity (which changes when its files do): a command's
+    --output run record names it, so a resumed run never mixes two models' results."""
+    from gptcli.models.identity import model_identity
+
+    served = request.app.state.served
+    return {"model": served.name.id, "identity": model_identity(served.lm.source.spec)}
+
+
+@router.post("/gptcli/v1/generate")
+async def generate_task(body: GenerateTask, request: Request):
+    from gptcli.server.host import new_request_id
+
+    served = request.app.state.served
+    if body.model is not None:
+        check_model(body.model, served.name)
+    sampling = _sampling(body.sampling)
+    fitted = await served.host.prepare(_fit, served.lm, body)
+    job_id = new_request_id()
+    submission = served.host.submit(_requests(body, fitted, sampling, job_id))
+    notes = [fitted.note] if fitted.note else []
+    if body.stream:
+        return _streamed(submission, notes)
+    from gptcli.server.jobs import collect
+
+    results = await collect(submission, request)  # keyed by the second part of the request id: the sample
+    if results is None:
+        return Response(status_code=CLIENT_CLOSED)
+    return JSONResponse({"completions": [_completion(results[s], s) for s in range(body.num_samples)],
+                         "notes": notes})
+
+
+def _sampling(fields: dict):
+    from gptcli.services.sampling import SamplingParams
+
+    try:
+        sampling = SamplingParams(**fields)
+        sampling.validate()
+    except TypeError as exc:
+        raise _refused(UsageError(f"unknown sampling setting ({exc})")) from None
+    except UsageError as exc:
+        raise _refused(exc) from None
+    return sampling
+
+
+def _fit(lm, body: GenerateTask):
+    from gptcli.services.prompting import Prompt, fit_prompt
+
+    prompt = Prompt(text=body.prompt, messages=tuple(body.messages) if body.messages else None, where=body.where)
+    try:
+        return fit_prompt(lm, prompt, body.system, body.raw, body.max_new_tokens, body.truncate)
+    except (InputError, UsageError) as exc:
+        raise _refused(exc) from None
+
+
+def _requests(body: GenerateTask, fitted, sampling, job_id: str) -> list:
+    from gptcli.engine.api import Request
+
+    # The key is the input's and the sample's, as in a local run: seeded samples come out the same.
+    return [Request((job_id, s), tuple(fitted.ids), fitted.max_new_tokens, sampling, tuple(body.stop),
+                    key=f"{body.key}:{s}", stream=body.stream) for s in range(body.num_samples)]
+
+
+def _completion(event: Finished, sample: int) -> dict:
+    return {"sample": sample, "text": event.text, "prompt_tokens": event.prompt_tokens,
+            "generated_tokens": event.generated_tokens, "finish_reason": event.finish_reason}
+
+
+def _streamed(submission, notes: list[str]):
+    from gptcli.server.streaming import SSE_HEADERS, cancelling_stream
+
+    async def lines():
+        finished = {}
+        try:
+            async for event in submission.events():
+                if isinstance(event, Delta) and event.text:
+                    yield _sse({"text": event.text})
+                elif isinstance(event, Finished):
+                    finished[event.request_id[1]] = event
+        except ApiError as error:
+            yield _sse(error.body())
+            return
+        yield _sse({"completions": [_completion(finished[s], s) for s in sorted(finished)], "notes": notes})
+        yield "data: [DONE]\n\n"
+
+    return cancelling_stream(lines(), submission, SSE_HEADERS)
+
+
+def _sse(data: dict) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _refused(exc) -> ApiError:
+    """A local run's bad-input or usage error, answered so the client can raise it again."""
+    code = "usage_error" if isinstance(exc, UsageError) else "input_error"
+    return ApiError(400, exc.message, code=code, type=INPUT_ERROR)
