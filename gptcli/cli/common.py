@@ -44,6 +44,20 @@ def check_batch_args(argument: str | None, input_file: str | None, output: str |
         check_output_path(output, [input_file, *other_inputs])
 
 
+def check_server_args(**given) -> None:
+    """With --server the server has loaded the model: options that shape loading are its own.
+
+    Raises:
+        UsageError: naming the first such option given, and where it belongs.
+    """
+    defaults = {"device": "auto", "dtype": "auto"}
+    for name, value in given.items():
+        if value not in (None, False, defaults.get(name)):
+            flag = "--" + name.replace("_", "-")
+            raise UsageError(f"{flag} does not apply with --server: the server loaded its model; pass {flag} to "
+                             f"`gptcli serve` instead")
+
+
 def refuse_result_fields(records: list, result_fields: tuple[str, ...], command: str) -> None:
     """Refuse an input record with a field of the same name as one the result is written under.
 
@@ -66,15 +80,23 @@ def refuse_result_fields(records: list, result_fields: tuple[str, ...], command:
 REFERENCES = {("classify", "label"), ("summarize", "summary"), ("translate", "translation")}
 
 
-def run_settings(output: str | None, model: str | None, adapter: str | None = None, **options) -> dict:
+def run_settings(output: str | None, model: str | None, adapter: str | None = None, server: str | None = None,
+                 **options) -> dict:
     """What makes the results of this run what they are, for the --output file's run record:
-    the model (by identity, not only by name) and the options that change results, by flag name.
+    the model (by identity, not only by name; with ``server``, the identity of the model that
+    server has loaded) and the options that change results, by flag name.
     Empty without --output: nothing to compare then."""
     if output is None:
         return {}
-    from gptcli.models.identity import model_identity
+    if server:
+        from gptcli.client import ServerClient
 
-    settings = {"--model": model_identity(model, adapter)}
+        identity = ServerClient(server).get("/gptcli/v1/info")["identity"]
+    else:
+        from gptcli.models.identity import model_identity
+
+        identity = model_identity(model, adapter)
+    settings = {"--model": identity}
     settings.update({"--" + name.replace("_", "-"): _plain(value) for name, value in options.items()})
     return settings
 

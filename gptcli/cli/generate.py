@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Annotated, List, Optional
 
 import typer
@@ -12,6 +13,11 @@ from gptcli.cli import options as opt
 from gptcli.errors import InputError, UsageError
 
 SAMPLING = "Sampling"
+
+
+class OutputFormat(str, Enum):
+    gptcli = "gptcli"
+    openai_batch = "openai-batch"
 MAX_SAMPLES = 10_000  # per prompt; every sample is planned up front, so 10**20 ate all memory before the first
 
 
@@ -22,6 +28,8 @@ class Item:
     id: object
     prompt: object  # services.prompting.Prompt
     fields: dict
+    batch: object = None  # openai_batch.BatchRequest, for a line of an OpenAI Batch file
+    job: object = None  # generate_batch.ItemJob: the settings it runs with
 
 
 def generate(
@@ -29,6 +37,7 @@ def generate(
         help="The prompt. - reads stdin; with piped stdin and an argument, stdin is the context.",
         show_default=False)] = None,
     model: opt.Model = None,
+    server: opt.Server = None,
     adapter: opt.Adapter = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
@@ -60,6 +69,10 @@ def generate(
     json_output: opt.JsonOutput = False,
     output: opt.OutputFile = None,
     batch_size: opt.BatchSize = 0,
+    output_format: Annotated[OutputFormat, typer.Option(
+        "--output-format", rich_help_panel=opt.OUTPUT_PANEL,
+        help="gptcli: a record per result; openai-batch: OpenAI Batch result lines (needs an OpenAI Batch "
+             "--input: custom_id, url, body per line).")] = OutputFormat.gptcli,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
     verbose: opt.Verbose = False,
@@ -73,6 +86,10 @@ def generate(
       cat notes.txt | gptcli generate "Turn these notes into an email"
 
       gptcli generate --input prompts.jsonl --output answers.jsonl --temperature 0.7 --seed 1
+
+      gptcli generate --server http://127.0.0.1:8000 "Hello"    # through a running `gptcli serve`
+
+      gptcli generate --input batch.jsonl --output-format openai-batch --output results.jsonl  # OpenAI Batch files
     """
     from gptcli.services.generate import GenerationParams
     from gptcli.services.sampling import SamplingParams
@@ -81,17 +98,31 @@ def generate(
     params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
     _validate(params, max_new_tokens, system)
     _check_adapter(adapter)
+    if server:
+        common.check_server_args(adapter=adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 allow_pickle=allow_pickle)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file)
-    settings = common.run_settings(output, model, adapter, dtype=dtype, system=system, raw=raw, truncate=truncate,
+    _attach_jobs(items, params, max_new_tokens, raw, output_format)
+    settings = common.run_settings(output, model, adapter, server, dtype=dtype, system=system, raw=raw, truncate=truncate,
                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                    top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
                                    no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=params.stop,
                                    num_samples=num_samples)
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
-               json_output, output, stats, settings, overwrite)
+               json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch)
     run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
+
+
+def _attach_jobs(items: list[Item], params, max_new_tokens: int, raw: bool, output_format) -> None:
+    from gptcli.cli.generate_batch import job_for
+
+    if output_format == OutputFormat.openai_batch and not all(item.batch for item in items):
+        raise UsageError("--output-format openai-batch needs an OpenAI Batch --input (custom_id, url and body "
+                         "on every line)")
+    for item in items:
+        item.job = job_for(item, params, max_new_tokens, raw)
 
 
 def _validate(params, max_new_tokens: int, system: str | None) -> None:
@@ -137,6 +168,12 @@ def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
         text = common.single_text(prompt)
         return [Item(1, Prompt(text=text), {"prompt": text})]
     records = textio.read_records(input_file, "prompt")
+    from gptcli import openai_batch
+
+    if records and openai_batch.is_batch_record(records[0].fields):
+        from gptcli.cli.generate_batch import batch_items
+
+        return batch_items(records, Item)
     items = [Item(r.id, _record_prompt(r), r.fields) for r in records]  # a missing prompt is named first
     common.refuse_result_fields(records, RESULT_FIELDS, "generate")
     return items
@@ -183,6 +220,8 @@ class _Run:
     show_stats: bool
     settings: dict
     overwrite: bool
+    server: str | None = None
+    openai_batch: bool = False
 
     def execute(self, items: list[Item], load_options) -> None:
         from gptcli.models import load_model
@@ -190,15 +229,31 @@ class _Run:
 
         clock = common.RunClock()
         run = common.run_record("generate", self.settings, items)
-        sink = _Sink(self.output, self.json_output, self.params.num_samples, run, self.overwrite)
+        sink = self._sink(run, items, load_options.model)
         try:
             todo = common.pending(items, sink.is_done, "input")
             if not todo:
                 return
+            if self.server:
+                from gptcli.cli.generate_remote import generate_remote
+
+                generate_remote(self, load_options.model, todo, sink, clock)
+                return
             lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate")
+            if self.openai_batch:
+                sink.model = lm.name
             self._generate(lm, todo, sink, clock)
         finally:
             sink.close()
+
+    def _sink(self, run, items: list[Item], model: str | None):
+        if self.openai_batch:
+            from gptcli.cli.generate_batch import BatchResultSink
+
+            return BatchResultSink(self.output, run, self.overwrite, model or "smollm2",
+                                   {item.id: item.job for item in items})
+        return _Sink(self.output, self.json_output, {item.id: item.job.params.num_samples for item in items}, run,
+                     self.overwrite)
 
     def _generate(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
@@ -214,25 +269,25 @@ class _Run:
                                           batch_token_budget(lm))
             console.log(describe_auto_batch(params.batch_size, params.max_batch_tokens))
         stats = gen.GenerationStats()
-        with console.Progress("generating", len(items) * params.num_samples) as progress:
+        total = sum(item.job.params.num_samples for item in items)
+        with console.Progress("generating", total) as progress:
             keys = [input_key(item.id) for item in items]  # seeded samples follow the input, not the batch
-            for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats, keys=keys):
+            for event in gen.generate(lm, fitted, params, stream=self.stream, stats=stats, keys=keys,
+                                      per_prompt=[item.job.params for item in items]):
                 if isinstance(event, gen.TextChunk):
                     sink.stream_text(event.text)
                     continue
                 sink.write(items[event.index], event)
                 progress.advance()
-        sink.finish_note(len(items) * params.num_samples, self.max_new_tokens)
+        sink.finish_note(total, self.max_new_tokens)
         if self.show_stats:
             common.report_stats(lm, stats, clock)
 
     def _fit(self, lm, item: Item):
         from gptcli import console
-        from gptcli.services.prompting import encode_prompt, fit_to_context, precut
+        from gptcli.services.prompting import fit_prompt
 
-        prompt = precut(item.prompt, lm.context_length, self.truncate)
-        ids = encode_prompt(lm.tokenizer, prompt, self.system, self.raw)
-        fitted = fit_to_context(ids, lm.context_length, self.max_new_tokens, self.truncate, item.prompt.where)
+        fitted = fit_prompt(lm, item.prompt, self.system, item.job.raw, item.job.max_new_tokens, self.truncate)
         if fitted.note:
             console.warn(fitted.note)
         return fitted
@@ -241,17 +296,17 @@ class _Run:
 class _Sink:
     """generate's view of the shared ResultSink: streaming, -n samples, and limit warnings."""
 
-    def __init__(self, output: str | None, json_output: bool, num_samples: int, run, overwrite: bool):
+    def __init__(self, output: str | None, json_output: bool, samples: dict, run, overwrite: bool):
         from gptcli.cli.sink import ResultSink
 
         self.results = ResultSink(output, json_output, run, ("id", "sample"), overwrite)
-        self.num_samples = num_samples
+        self.samples = samples  # item id -> samples it asks for (-n, or a batch line's n)
         self.streamed = False
-        self.length_stops: list[int] = []  # tokens written by each result that stopped at its limit
+        self.length_stops: list[tuple[int, int]] = []  # (tokens written, tokens asked) of results cut at a limit
 
     def is_done(self, item_id) -> bool:
-        samples = [None] if self.num_samples == 1 else range(self.num_samples)
-        return all(self.results.is_done((item_id, s)) for s in samples)
+        count = self.samples[item_id]
+        return all(self.results.is_done((item_id, s)) for s in ([None] if count == 1 else range(count)))
 
     def stream_text(self, text: str) -> None:
         self.streamed = True
@@ -259,14 +314,14 @@ class _Sink:
 
     def write(self, item: Item, completion) -> None:
         if completion.finish_reason == "length":
-            self.length_stops.append(completion.generated_tokens)
+            self.length_stops.append((completion.generated_tokens, item.job.max_new_tokens))
         # A streamed result is already on stdout: only its line end is missing.
         self.results.emit(self._record(item, completion), "" if self.streamed else completion.text)
 
     def _record(self, item: Item, completion) -> dict:
         record = {"id": item.id}
         record.update({k: v for k, v in item.fields.items() if k != "id"})
-        if self.num_samples > 1:
+        if self.samples[item.id] > 1:
             record["sample"] = completion.sample
         record.update(text=completion.text, prompt_tokens=completion.prompt_tokens,
                       generated_tokens=completion.generated_tokens, finish_reason=completion.finish_reason)
@@ -277,15 +332,16 @@ class _Sink:
 
         if not self.length_stops:
             return
-        # A budget lowered to fit the context is a smaller limit than --max-new-tokens: name what was used.
-        lowered = sorted({n for n in self.length_stops if n < max_new_tokens})
+        # A budget lowered to fit the context is a smaller limit than asked: name what was used.
+        lowered = sorted({n for n, asked in self.length_stops if n < asked})
+        at_option = sum(n >= asked for n, asked in self.length_stops)
+        limit = (f"--max-new-tokens {max_new_tokens}" if all(asked == max_new_tokens for _, asked in self.length_stops)
+                 else "their token limit (max_tokens or --max-new-tokens)")
         if not lowered:
-            console.warn(f"{len(self.length_stops)} of {total} results stopped at --max-new-tokens {max_new_tokens}; "
-                         f"raise it for longer output")
+            console.warn(f"{len(self.length_stops)} of {total} results stopped at {limit}; raise it for longer output")
             return
         used = str(lowered[0]) if len(lowered) == 1 else f"{lowered[0]}-{lowered[-1]}"
-        at_option = sum(n >= max_new_tokens for n in self.length_stops)
-        also = f" ({at_option} at --max-new-tokens {max_new_tokens})" if at_option else ""
+        also = f" ({at_option} at {limit})" if at_option else ""
         console.warn(f"{len(self.length_stops)} of {total} results stopped at their token limit: {used} new tokens, "
                      f"all that fit in the context after the prompt{also}; shorten the prompts for longer output")
 

@@ -77,3 +77,8 @@ Overwrite = Annotated[bool, typer.Option(
     "--overwrite", rich_help_panel=OUTPUT_PANEL,
     help="Replace the results in --output (a results file gptcli wrote) instead of resuming them. "
          "A file gptcli did not write is never overwritten.")]
+
+Server = Annotated[Optional[str], typer.Option(
+    "--server", envvar="GPTCLI_SERVER", rich_help_panel=MODEL_PANEL, show_envvar=True,
+    help="Send the work to a running `gptcli serve` at this URL (e.g. http://127.0.0.1:8000) instead of loading "
+         "the model here: no import or load time, the same results.")]

@@ -48,7 +48,8 @@ class TextChunk:
 
 
 def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bool = False,
-             stats: GenerationStats | None = None, keys: list | None = None) -> Iterator[TextChunk | Completion]:
+             stats: GenerationStats | None = None, keys: list | None = None,
+             per_prompt: list[GenerationParams] | None = None) -> Iterator[TextChunk | Completion]:
     """Generate for many prompts; yield Completions in input order (and TextChunks if stream).
 
     The prompts run on the engine's scheduler (continuous batching): a row that ends makes
@@ -63,6 +64,8 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
         keys: a stable name for each prompt (its input id): with a seed, a prompt's samples depend
             only on the seed, its key and its sample number, not on its batch or position.
             Default: its position.
+        per_prompt: each prompt's own sampling, stops and samples (an OpenAI batch line's body);
+            ``params`` still decides the batch size and token budget.
 
     Returns:
         An iterator; Completions come in (index, sample) order, each as soon as
@@ -73,8 +76,9 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
 
     prompts = list(prompts)
     keys = list(range(len(prompts))) if keys is None else keys
-    requests = [_request(p, (i, s), f"{keys[i]}:{s}", params, stream) for i, p in enumerate(prompts)
-                for s in range(params.num_samples)]
+    own = per_prompt if per_prompt is not None else [params] * len(prompts)
+    requests = [_request(p, (i, s), f"{keys[i]}:{s}", own[i], stream) for i, p in enumerate(prompts)
+                for s in range(own[i].num_samples)]
     stats = stats if stats is not None else GenerationStats()
     engine = TransformersEngine(lm, params.batch_size, params.max_batch_tokens, stats)
     order = [request.id for request in requests]

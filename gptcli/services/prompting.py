@@ -187,6 +187,20 @@ def precut(prompt: Prompt, context: int | None, truncate: str | None) -> Prompt:
     return Prompt(text=text, where=prompt.where)
 
 
+def fit_prompt(lm, prompt: Prompt, system: str | None, raw: bool, max_new_tokens: int,
+               truncate: str | None) -> Fitted:
+    """A prompt as token ids that fit ``lm``'s context with room for the reply: pre-cut when far
+    too long, encoded (chat template unless raw), then the long-prompt policy. What generate
+    does locally and what the server does for it, so both run the same ids.
+
+    Raises:
+        InputError: too long without ``truncate``, or messages the template rejects.
+    """
+    cut = precut(prompt, lm.context_length, truncate)
+    ids = encode_prompt(lm.tokenizer, cut, system, raw)
+    return fit_to_context(ids, lm.context_length, max_new_tokens, truncate, prompt.where)
+
+
 def fit_to_context(ids: list[int], context: int | None, max_new_tokens: int, truncate: str | None,
                    where: str) -> Fitted:
     """Apply the long-prompt policy: error with both numbers, or cut on the side asked.

@@ -1,0 +1,76 @@
+"""`gptcli generate --server URL`: the same job, its model work done by a running `gptcli serve`.
+
+The server fits each prompt to its model's context and runs it on its shared engine; what
+comes back is written here exactly as a local run writes it (order, resume, warnings).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import asdict, replace
+
+GENERATE_PATH = "/gptcli/v1/generate"
+
+
+def generate_remote(run, model: str | None, items: list, sink, clock) -> None:
+    """Run ``items`` (cli.generate.Item) on the server named by ``run.server``; write through ``sink``."""
+    from gptcli import console
+    from gptcli.cli import remote
+    from gptcli.client import ServerClient
+    from gptcli.outputs import input_key
+    from gptcli.services.generate import Completion
+
+    client = ServerClient(run.server)
+    run_seed = _run_seed(run.params.sampling)
+    bodies = [_body(run, model, item, input_key(item.id), run_seed) for item in items]
+    total = sum(item.job.params.num_samples for item in items)
+    if run.openai_batch:  # OpenAI result lines name the served model
+        sink.model = client.get("/gptcli/v1/info")["model"]
+    if run.stream:
+        answers = [(0, _streamed(client, bodies[0], sink))]
+    else:
+        answers = remote.ordered(client, GENERATE_PATH, bodies)
+    prompt_tokens = generated = 0
+    with console.Progress("generating", total) as progress:
+        for index, answer in answers:
+            for note in answer.get("notes", ()):
+                console.warn(note)
+            for fields in answer["completions"]:
+                completion = Completion(index=index, **fields)
+                prompt_tokens, generated = prompt_tokens + completion.prompt_tokens, generated + completion.generated_tokens
+                sink.write(items[index], completion)
+                progress.advance()
+    sink.finish_note(total, run.max_new_tokens)
+    if run.show_stats:
+        console.info(f"server {client.url} · prompt {prompt_tokens} tok · {generated} tok · "
+                     f"total {time.perf_counter() - clock.started:.2f} s")
+
+
+def _run_seed(sampling) -> int | None:
+    """Without --seed a local run draws one seed for the whole run; draw it here, so the server
+    samples this run's requests from it as a local run would (and not from a seed of its own)."""
+    return None if sampling.greedy or sampling.seed is not None else secrets.randbits(32)
+
+
+def _body(run, model: str | None, item, key: str, run_seed: int | None) -> dict:
+    job, prompt = item.job, item.prompt
+    sampling = job.params.sampling
+    if sampling.seed is None and not sampling.greedy:
+        sampling = replace(sampling, seed=run_seed if run_seed is not None else secrets.randbits(32))
+    return {"model": model, "prompt": prompt.text, "messages": list(prompt.messages) if prompt.messages else None,
+            "where": prompt.where, "system": run.system, "raw": job.raw, "truncate": run.truncate,
+            "max_new_tokens": job.max_new_tokens, "sampling": asdict(sampling), "stop": list(job.params.stop),
+            "num_samples": job.params.num_samples, "key": key}
+
+
+def _streamed(client, body: dict, sink) -> dict:
+    """Stream one prompt's text to the sink as it comes; the final answer."""
+    for event in client.stream(GENERATE_PATH, {**body, "stream": True}):
+        if "text" in event:
+            sink.stream_text(event["text"])
+        else:
+            return event
+    from gptcli.errors import GptcliError
+
+    raise GptcliError(f"the stream from {client.url} ended without a result (did the server stop?)")
