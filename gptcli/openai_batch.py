@@ -18,7 +18,8 @@ from gptcli.errors import InputError
 CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
 # Body fields read, and those accepted but without effect here (the model is --model's; a batch
 # file has no stream to hold open; user is bookkeeping).
-SAMPLING_FIELDS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n")
+SAMPLING_FIELDS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
+                   "presence_penalty", "frequency_penalty")
 IGNORED_FIELDS = ("model", "stream", "user")
 MAX_STOPS = 4  # OpenAI's limit
 

@@ -174,3 +174,17 @@ def test_reserved_kv_cache_only_for_full_attention_models(tiny_llama):
     layer.update(first, first)
     keys, _values = layer.update(second, second)
     assert keys.shape[-2] == 50 == cache.get_seq_length() and torch.equal(keys, torch.cat([first, second], dim=-2))
+
+
+def test_presence_and_frequency_penalties_count_generated_tokens_only():
+    import torch
+
+    from gptcli.services.sampling import TokenPicker
+
+    picker = TokenPicker(SamplingParams(presence_penalty=0.5, frequency_penalty=0.25), "cpu")
+    logits = torch.zeros((2, 4))
+    penalised = picker._penalised(logits, [[1, 1, 2], []])
+    # token 1 twice: 0.5 + 2 x 0.25; token 2 once: 0.5 + 0.25; a row with nothing generated is untouched
+    assert penalised.tolist() == [[0.0, -1.0, -0.75, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    picked = picker(None, torch.tensor([[0.0, 3.0, 0.0, 2.5]]), None, [[1, 1, 1]])
+    assert picked.tolist() == [3]  # greedy after the penalty: token 1 fell from 3.0 to 1.75

@@ -58,6 +58,10 @@ def generate(
     repetition_penalty: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="1 is off; 1.1-1.3 curbs loops.")] = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(rich_help_panel=SAMPLING,
                                                       help="Never repeat an n-gram of this size; 0 is off.")] = 0,
+    presence_penalty: Annotated[float, typer.Option(
+        rich_help_panel=SAMPLING, help="OpenAI's: lower a token's logit once if it was generated; -2 to 2.")] = 0.0,
+    frequency_penalty: Annotated[float, typer.Option(
+        rich_help_panel=SAMPLING, help="OpenAI's: lower it for each time it was generated; -2 to 2.")] = 0.0,
     seed: Annotated[Optional[int], typer.Option(
         rich_help_panel=SAMPLING, help="Same seed, same output: 0 to 4294967295 (2**32-1).")] = None,
     stop: Annotated[Optional[List[str]], typer.Option(rich_help_panel=SAMPLING,
@@ -94,7 +98,8 @@ def generate(
     from gptcli.services.generate import GenerationParams
     from gptcli.services.sampling import SamplingParams
 
-    sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed)
+    sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed,
+                              presence_penalty, frequency_penalty)
     params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
     _validate(params, max_new_tokens, system)
     _check_adapter(adapter)
@@ -107,6 +112,7 @@ def generate(
     settings = common.run_settings(output, model, adapter, server, dtype=dtype, system=system, raw=raw, truncate=truncate,
                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                                    top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
+                                   presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                                    no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=params.stop,
                                    num_samples=num_samples)
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,

@@ -49,7 +49,8 @@ def job_for(item, params, max_new_tokens: int, raw: bool) -> ItemJob:
     if request is None:
         return ItemJob(params, max_new_tokens, raw)
     given = request.settings
-    sampling = replace(params.sampling, **{k: given[k] for k in ("temperature", "top_p", "seed") if k in given})
+    sampling = replace(params.sampling, **{k: given[k] for k in ("temperature", "top_p", "seed", "presence_penalty",
+                                                               "frequency_penalty") if k in given})
     job = ItemJob(replace(params, sampling=sampling, stop=given.get("stop", params.stop),
                           num_samples=given.get("n", params.num_samples)),
                   given.get("max_completion_tokens", given.get("max_tokens", max_new_tokens)),
@@ -57,10 +58,17 @@ def job_for(item, params, max_new_tokens: int, raw: bool) -> ItemJob:
     try:
         sampling.validate()
     except UsageError as exc:  # the sampler names flags; here the line's body fields set them
-        raise InputError(f"{item.prompt.where}: body settings: {exc.message.replace('--top-p', 'top_p')}") from None
+        raise InputError(f"{item.prompt.where}: body settings: {_json_names(exc.message)}") from None
     if job.params.num_samples > 1 and sampling.greedy:
         raise InputError(f"{item.prompt.where}: body.n above 1 needs a temperature above 0")
     return job
+
+
+def _json_names(message: str) -> str:
+    """The sampler's flag names (--top-p) as the body's fields (top_p)."""
+    import re
+
+    return re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), message)
 
 
 class BatchResultSink:

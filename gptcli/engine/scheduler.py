@@ -241,7 +241,8 @@ class Scheduler:
             if picker.needs_history:
                 history, _ = left_pad([rows[n].history for n in members], self.pad_id, logits.device)
             streams = [rows[n].stream for n in members] if not picker.greedy else None
-            tokens = picker(history, group_logits, streams).tolist()
+            generated = [rows[n].text.ids for n in members] if picker.needs_generated else None
+            tokens = picker(history, group_logits, streams, generated).tolist()
             for k, n in enumerate(members):
                 picked[n] = (tokens[k], _logprob(group_logits[k], tokens[k], rows[n].request.logprobs))
         return picked

@@ -71,7 +71,9 @@ def sampling_of(body):
     if body.seed is not None and not 0 <= body.seed <= MAX_SEED:
         raise bad_request(f"'seed' must be between 0 and {MAX_SEED} (2**32-1), got {body.seed}", "seed")
     params = SamplingParams(temperature=DEFAULT_TEMPERATURE if body.temperature is None else body.temperature,
-                            top_p=DEFAULT_TOP_P if body.top_p is None else body.top_p, seed=body.seed)
+                            top_p=DEFAULT_TOP_P if body.top_p is None else body.top_p, seed=body.seed,
+                            presence_penalty=body.presence_penalty or 0.0,
+                            frequency_penalty=body.frequency_penalty or 0.0)
     try:
         params.validate()
     except UsageError as exc:

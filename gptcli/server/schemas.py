@@ -114,10 +114,6 @@ _UNSUPPORTED_CHAT = ("tools", "functions", "tool_choice", "function_call", "audi
 
 def refuse_unsupported(body: _Sampling) -> None:
     """400 for parameters that would change the result and are not implemented (never ignored)."""
-    for name in ("presence_penalty", "frequency_penalty"):
-        if getattr(body, name):
-            raise ApiError(400, f"'{name}' other than 0 is not supported by this server; leave it out or send 0",
-                           name, "unsupported_parameter")
     if body.logit_bias:
         raise ApiError(400, "'logit_bias' is not supported by this server", "logit_bias", "unsupported_parameter")
     extra = body.model_extra or {}

@@ -16,6 +16,7 @@ MAX_SEED = 2**32 - 1
 # this, float32 logits overflow to inf and sampling has no distribution left to draw from.
 # (Already at this value sampling is greedy in all but name.)
 MIN_DIVISOR = 1e-4
+MAX_PENALTY = 2.0  # OpenAI's range for presence and frequency penalties: -2 to 2
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,10 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     no_repeat_ngram_size: int = 0
     seed: int | None = None
+    # OpenAI's penalties, on the tokens generated so far (not the prompt): each logit loses
+    # presence once if its token appeared, and frequency for every time it did.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def validate(self) -> None:
         """Raises UsageError naming the option of the first value that cannot be right."""
@@ -50,6 +55,10 @@ class SamplingParams:
                              f"the logits), got {self.repetition_penalty}")
         if self.no_repeat_ngram_size < 0:
             raise UsageError(f"--no-repeat-ngram-size must be 0 (off) or more, got {self.no_repeat_ngram_size}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            if not -MAX_PENALTY <= getattr(self, name) <= MAX_PENALTY:
+                raise UsageError(f"--{name.replace('_', '-')} must be between -{MAX_PENALTY:g} and {MAX_PENALTY:g}, "
+                                 f"got {getattr(self, name)}")
         if self.seed is not None and not 0 <= self.seed <= MAX_SEED:
             raise UsageError(f"--seed must be between 0 and {MAX_SEED} (2**32-1), got {self.seed}")
 
@@ -85,6 +94,8 @@ class TokenPicker:
             if params.min_p > 0:
                 processors.append(tf.MinPLogitsWarper(params.min_p))
         self.processors = tf.LogitsProcessorList(processors)
+        self.presence, self.frequency = params.presence_penalty, params.frequency_penalty
+        self.needs_generated = bool(self.presence or self.frequency)
         self.needs_history = bool(processors) and (params.repetition_penalty != 1.0
                                                    or params.no_repeat_ngram_size > 0)
         self.device = device
@@ -108,12 +119,15 @@ class TokenPicker:
             streams.append(torch.Generator(device=self.device).manual_seed(int.from_bytes(digest[:8], "little")))
         return streams
 
-    def __call__(self, history, logits, generators: list | None):
+    def __call__(self, history, logits, generators: list | None, generated: list[list[int]] | None = None):
         """history: (batch, seq) ids so far (may be None when no processor needs it); ``generators``:
-        the rows' streams, from ``generators`` (kept across the steps of a batch)."""
+        the rows' streams, from ``generators`` (kept across the steps of a batch); ``generated``: each
+        row's generated ids (needed when ``needs_generated``)."""
         import torch
 
         logits = logits.float()
+        if self.needs_generated:
+            logits = self._penalised(logits, generated)
         if len(self.processors):
             logits = self.processors(history, logits)
         if self.greedy:
@@ -125,3 +139,13 @@ class TokenPicker:
         draws = torch.stack([1 - torch.rand((), generator=stream, device=self.device) for stream in generators])
         picked = torch.searchsorted(cdf, (draws * cdf[:, -1]).unsqueeze(1).to(cdf.dtype))
         return picked.squeeze(1).clamp(max=cdf.shape[-1] - 1)
+
+    def _penalised(self, logits, generated: list[list[int]]):
+        import torch
+
+        counts = torch.zeros_like(logits)
+        for row, ids in enumerate(generated):
+            if ids:
+                counts[row].index_add_(0, torch.tensor(ids, device=logits.device),
+                                       torch.ones(len(ids), device=logits.device, dtype=logits.dtype))
+        return logits - self.frequency * counts - self.presence * (counts > 0).to(logits.dtype)

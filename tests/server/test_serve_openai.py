@@ -183,7 +183,7 @@ def test_embeddings_as_float_lists_over_raw_http(server, embedder):
     ({"seed": -1}, "seed"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ({"top_logprobs": 2}, "top_logprobs"),
-    ({"presence_penalty": 0.5}, "presence_penalty"),
+    ({"presence_penalty": 2.5}, "presence_penalty"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "messages[0].content"),
@@ -198,7 +198,7 @@ def test_bad_parameters_are_400_in_openai_error_shape(server, change, param):
 
 def test_the_openai_client_raises_its_own_errors(client):
     with pytest.raises(openai.BadRequestError, match="not supported"):
-        _chat(client, "hi", max_tokens=2, frequency_penalty=1.0)
+        _chat(client, "hi", max_tokens=2, logit_bias={"5": 10})
     with pytest.raises(openai.NotFoundError, match="tiny-llama"):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert _chat(client, "hi", max_tokens=2, presence_penalty=0, frequency_penalty=0).choices  # 0 is accepted
@@ -276,9 +276,20 @@ def test_a_client_that_hangs_up_cancels_its_rows(server, client, hang_up):
     assert _chat(client, "the cat", max_tokens=3, **GREEDY).choices[0].message.content is not None
 
 
+def test_presence_and_frequency_penalties_are_the_commands_own(client, cli, tiny_llama):
+    plain = _chat(client, "the cat sat on the mat", max_tokens=24, **GREEDY).choices[0].message.content
+    answer = _chat(client, "the cat sat on the mat", max_tokens=24, frequency_penalty=2.0, presence_penalty=1.0,
+                   **GREEDY).choices[0].message.content
+    expected = _generated(cli, tiny_llama, "the cat sat on the mat", 24, "--frequency-penalty", "2",
+                          "--presence-penalty", "1")
+    assert answer == expected["text"]
+    assert answer != plain  # the tiny model repeats itself; the penalties change what it picks
+
+
 def test_ctrl_c_stops_cleanly_with_exit_130(server):
     code, stdout, stderr = server.stop(signal.SIGINT)
     assert code == 130, stderr
     assert stdout == ""
     assert_clean_stderr(stderr)
     assert "stopping (SIGINT)" in stderr and "interrupted" in stderr
+
