@@ -57,6 +57,7 @@ def classify(
         help="Causal LMs: the instruction, with {text} and {labels}; the label is scored as the answer.")] = None,
     examples: ExamplesOption = None,
     model: opt.ClassifyModel = None,
+    server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -84,6 +85,8 @@ def classify(
       gptcli classify --input news.jsonl --labels-file topics.txt --multi-label --json
 
       gptcli classify --input tickets.jsonl --examples labelled.jsonl --model smollm2
+
+      gptcli classify --server http://127.0.0.1:8000 --labels spam,ham --input mail.txt   # through `gptcli serve`
     """
     chosen = read_labels(labels, labels_file)
     shown = read_examples(examples, chosen)
@@ -92,14 +95,19 @@ def classify(
         raise UsageError("give the labels: --labels positive,negative or --labels-file FILE")
     params = classify_params(chosen, multi_label, threshold, batch_size, prompt, hypothesis_template, label_template,
                              shown)
+    if server:
+        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 allow_pickle=allow_pickle)
     common.check_batch_args(text, input_file, output, (labels_file, examples))
     items = _read_items(text, input_file, multi_label)
     load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
-    settings = common.run_settings(output, load_options.model, dtype=dtype, labels=params.labels,
-                                   multi_label=multi_label, threshold=params.threshold, prompt=prompt,
-                                   hypothesis_template=hypothesis_template, label_template=label_template,
-                                   examples=examples_digest(shown))
-    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(items, load_options)
+    # Through a server, no --model is the server's own embedding model (MiniLM unless it was told otherwise).
+    settings = common.run_settings(output, model if server else load_options.model, None, server, "classify",
+                                   dtype=dtype, labels=params.labels, multi_label=multi_label,
+                                   threshold=params.threshold, prompt=prompt, hypothesis_template=hypothesis_template,
+                                   label_template=label_template, examples=examples_digest(shown))
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model).execute(
+        items, load_options)
 
 
 def classify_params(labels: tuple[str, ...], multi_label: bool, threshold: float | None, batch_size: int,
@@ -200,6 +208,8 @@ def _read_items(text: str | None, input_file: str | None, multi_label: bool = Fa
     from gptcli import textio
 
     if input_file is not None:
+        from gptcli.services.classify import RESULT_FIELDS
+
         records = textio.read_records(input_file, "text")
         items = [Item(r.id, r.text("text"), r.fields) for r in records]  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS + (("labels",) if multi_label else ()), "classify")
@@ -228,43 +238,57 @@ class Run(common.TaskRun):
 
     def work(self, lm, items: list[Item], sink, clock) -> None:
         from gptcli import console
-        from gptcli.services import classify as service
+        from gptcli.services.classify import ClassifyStats, classification_results
 
-        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, 256)
-        stats = service.ClassifyStats()
+        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, self.params.row_tokens)
+        stats = ClassifyStats()
         started = time.perf_counter()
-        results = service.classify(lm, [item.text for item in items if item.text], params, stats)
-        with console.Progress("classifying", len(items)) as progress:
-            for item in items:
-                result = next(results) if item.text else None
-                sink.emit(_record(item, result, params.multi_label), _line(result))
-                progress.advance()
+        self._write(items, classification_results(lm, [item.text for item in items], params, stats), sink)
         if self.show_stats:
-            _report_stats(lm, stats, time.perf_counter() - started, clock)
+            console.info(common.stats_line(lm, clock, _work_text(stats.texts, stats.tokens,
+                                                                 time.perf_counter() - started)))
+
+    def work_remote(self, client, items: list[Item], sink, clock) -> None:
+        from dataclasses import asdict
+
+        from gptcli import console
+        from gptcli.cli import remote
+
+        bodies, start = [], 0
+        for part in remote.parts(items, lambda item: item.text, most=2 * remote.TASK_ITEMS):  # texts are short
+            texts = [item.text for item in part]
+            bodies.append({"model": self.model, "params": asdict(self.params), "auto_batch": self.auto_batch,
+                           "texts": texts, "start": start})
+            start += sum(1 for text in texts if text)  # errors number the texts across the whole run
+        answers = remote.TaskAnswers(client, CLASSIFY_PATH, bodies)
+        started = time.perf_counter()
+        self._write(items, answers, sink)
+        if self.show_stats:
+            work = _work_text(answers.stats.get("texts", 0), answers.stats.get("tokens", 0),
+                              time.perf_counter() - started)
+            console.info(common.remote_stats_line(client, clock, work))
+
+    def _write(self, items: list[Item], results, sink) -> None:
+        common.write_results(items, results, sink, "classifying", _record, _line)
 
 
-RESULT_FIELDS = ("label", "scores")  # what _record writes after the input's fields (and "labels" with --multi-label)
+CLASSIFY_PATH = "/gptcli/v1/classify"
 
 
-def _record(item: Item, result, multi_label: bool) -> dict:
+def _record(item: Item, fields: dict) -> dict:
     record = {"id": item.id}
     record.update({key: value for key, value in item.fields.items() if key != "id"})
-    if result is None:  # a blank stdin line: a blank result keeps the lines aligned
-        record.update({"label": None, **({"labels": []} if multi_label else {}), "scores": {}})
-    else:
-        record.update(result.to_dict())
+    record.update(fields)  # a blank stdin line has a blank result: it keeps the lines aligned
     return record
 
 
-def _line(result) -> str:
-    if result is None:
-        return ""
-    return ",".join(result.labels) if result.multi_label else (result.label or "")
+def _line(fields: dict) -> str:
+    """The labels chosen (all of them, comma-separated, when multi-label), or a blank line for a blank text."""
+    if "labels" in fields:
+        return ",".join(fields["labels"])
+    return fields["label"] or ""
 
 
-def _report_stats(lm, stats, seconds: float, clock) -> None:
-    from gptcli import console
-
-    rate = stats.texts / seconds if seconds else 0.0
-    console.info(common.stats_line(lm, clock, f"{stats.texts} texts, {stats.tokens} tok in {seconds:.2f} s "
-                                              f"({rate:.1f} texts/s)"))
+def _work_text(texts: int, tokens: int, seconds: float) -> str:
+    rate = texts / seconds if seconds else 0.0
+    return f"{texts} texts, {tokens} tok in {seconds:.2f} s ({rate:.1f} texts/s)"

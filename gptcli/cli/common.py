@@ -81,17 +81,17 @@ REFERENCES = {("classify", "label"), ("summarize", "summary"), ("translate", "tr
 
 
 def run_settings(output: str | None, model: str | None, adapter: str | None = None, server: str | None = None,
-                 **options) -> dict:
+                 task: str = "generate", **options) -> dict:
     """What makes the results of this run what they are, for the --output file's run record:
     the model (by identity, not only by name; with ``server``, the identity of the model that
-    server has loaded) and the options that change results, by flag name.
+    server runs ``task`` with) and the options that change results, by flag name.
     Empty without --output: nothing to compare then."""
     if output is None:
         return {}
     if server:
-        from gptcli.client import ServerClient
+        from gptcli.cli.remote import served_model
 
-        identity = ServerClient(server).get("/gptcli/v1/info")["identity"]
+        identity = served_model(server, model, task)["identity"]
     else:
         from gptcli.models.identity import model_identity
 
@@ -139,6 +139,8 @@ class TaskRun:
     show_stats: bool
     settings: dict = field(default_factory=dict)  # see run_settings
     overwrite: bool = False
+    server: str | None = None  # --server: the work is done by this `gptcli serve`
+    model: str | None = None  # --model as given: the name the server is asked for
 
     command = ""  # the subcommand, for the loader's messages
     unit = "input"  # what one item is, for "nothing to do"
@@ -148,6 +150,10 @@ class TaskRun:
         raise NotImplementedError
 
     def work(self, lm, items: list, sink, clock: RunClock) -> None:
+        raise NotImplementedError
+
+    def work_remote(self, client, items: list, sink, clock: RunClock) -> None:
+        """``work`` done by the server ``client`` talks to (cli.remote.TaskAnswers)."""
         raise NotImplementedError
 
     def open_sink(self, run):
@@ -163,9 +169,29 @@ class TaskRun:
         run = run_record(self.command, self.settings, items)
         with self.open_sink(run) as sink:
             todo = pending(items, lambda id_: sink.is_done((id_,)), self.unit)
-            if todo:
+            if todo and self.server:
+                from gptcli.client import ServerClient
+
+                self.work_remote(ServerClient(self.server), todo, sink, clock)
+            elif todo:
                 lm = load_model(load_options, accept=self.accepts(), command=self.command)
                 self.work(lm, todo, sink, clock)
+
+
+def write_results(items: list, results, sink, doing: str, record, line, seen=None) -> None:
+    """Write each item's ItemResult (services.records) through ``sink``, a local run's and a server's alike:
+    its logs and warnings on stderr, then ``record(item, fields)`` and the stdout ``line(fields)``.
+    ``seen(item, result)``, when given, is told of each (for notes summed up at the end)."""
+    with console.Progress(doing, len(items)) as progress:
+        for item, result in zip(items, results):
+            for text in result.logs:
+                console.log(text)
+            for text in result.warnings:
+                console.warn(text)
+            sink.emit(record(item, result.fields), line(result.fields))
+            if seen is not None:
+                seen(item, result)
+            progress.advance()
 
 
 def pending(items: list, is_done, what: str) -> list:
@@ -177,19 +203,13 @@ def pending(items: list, is_done, what: str) -> list:
 
 
 def with_auto_batch_size(params, lm, auto: bool, tokens_per_row: int):
-    """``params`` with a batch size chosen from free memory, unless the user gave one; params that
-    generate (a ``max_batch_tokens`` field) also get the per-batch token budget."""
-    from dataclasses import fields, replace
+    """``params`` with a batch size chosen from free memory unless the user gave one (see
+    ``services.batching.auto_batched``); the choice is logged."""
+    from gptcli.services.batching import auto_batched
 
-    from gptcli.services.batching import auto_batch_size, batch_token_budget, describe_auto_batch
-
-    if not auto:
-        return params
-    params = replace(params, batch_size=auto_batch_size(lm, tokens_per_row))
-    budget = batch_token_budget(lm) if "max_batch_tokens" in {f.name for f in fields(params)} else None
-    if budget:
-        params = replace(params, max_batch_tokens=budget)
-    console.log(describe_auto_batch(params.batch_size, budget))
+    params, chosen = auto_batched(params, lm, auto, tokens_per_row)
+    if chosen:
+        console.log(chosen)
     return params
 
 
@@ -198,6 +218,11 @@ def stats_line(lm, clock: RunClock, work: str) -> str:
     return (f"imports {lm.import_seconds:.2f} s · load {lm.load_seconds:.2f} s · {work} · "
             f"total {time.perf_counter() - clock.started:.2f} s · {peak_memory_text(lm.device)} · "
             f"{lm.placement.device}/{lm.placement.label}")
+
+
+def remote_stats_line(client, clock: RunClock, work: str) -> str:
+    """The --stats line of a run done by a server: its URL, the command's ``work`` figures, total time."""
+    return f"server {client.url} · {work} · total {time.perf_counter() - clock.started:.2f} s"
 
 
 def peak_memory_text(device) -> str:

@@ -108,9 +108,10 @@ def classify(
 
       gptcli eval classify --data test.jsonl --examples train-8-per-label.jsonl
     """
+    from gptcli.services import classify as classify_service
     from gptcli.services import metrics
 
-    cases = eval_cases.read_cases("classify", data, "label", classify_cli.RESULT_FIELDS,
+    cases = eval_cases.read_cases("classify", data, "label", classify_service.RESULT_FIELDS,
                                   lambda r, text: classify_cli.Item(r.id, text, eval_cases.carried(r, "label")))
     given = classify_cli.read_labels(labels, labels_file)
     chosen = given or eval_cases.labels_in(cases, data)
@@ -172,12 +173,13 @@ def summarize(
       gptcli eval summarize --data articles.jsonl --predictions summaries.jsonl --json
     """
     from gptcli.services import metrics
+    from gptcli.services import summarize as summarize_service
     from gptcli.services.summarize import SummarizeParams
 
     params = SummarizeParams(length.value, max_new_tokens, overflow.value, batch_size or 1, max_input_tokens)
     params.validate()
     cases = eval_cases.read_cases(
-        "summarize", data, "summary", summarize_cli.RESULT_FIELDS,
+        "summarize", data, "summary", summarize_service.RESULT_FIELDS,
         lambda r, text: summarize_cli.Item(r.id, text, r.where, eval_cases.carried(r, "summary")))
     eval_cases.check_outputs(predictions, model, output, (data, predictions))
     if predictions is not None:
@@ -226,10 +228,11 @@ def translate(
       gptcli eval translate --data en-de.jsonl --to de --predictions translations.jsonl --json
     """
     from gptcli.services import metrics
+    from gptcli.services import translate as translate_service
 
     params = translate_cli.translate_params(to, source, batch_size, max_new_tokens)
     cases = eval_cases.read_cases(
-        "translate", data, "translation", translate_cli.RESULT_FIELDS,
+        "translate", data, "translation", translate_service.RESULT_FIELDS,
         lambda r, text: translate_cli.Item(r.id, text.strip(), eval_cases.carried(r, "translation")))
     eval_cases.check_outputs(predictions, model, output, (data, predictions))
     if predictions is not None:

@@ -56,6 +56,7 @@ def summarize(
         help="Read at most this many document tokens per call (smaller models summarize shorter parts better); "
              "default: what the context allows.", show_default=False)] = None,
     model: opt.Model = None,
+    server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -82,17 +83,22 @@ def summarize(
       curl -s https://example.com/report.txt | gptcli summarize --max-new-tokens 200
 
       gptcli summarize --input articles.jsonl --output summaries.jsonl --model facebook/bart-large-cnn
+
+      gptcli summarize --server http://127.0.0.1:8000 --input articles.jsonl    # through a running `gptcli serve`
     """
     from gptcli.services.summarize import SummarizeParams
 
     params = SummarizeParams(length.value, max_new_tokens, overflow.value, batch_size or 1, max_input_tokens)
     params.validate()
+    if server:
+        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 allow_pickle=allow_pickle)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
-    settings = common.run_settings(output, model, dtype=dtype, length=length, max_new_tokens=max_new_tokens,
-                                   overflow=overflow, max_input_tokens=max_input_tokens)
-    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite,
-         batch_input=input_file is not None).execute(
+    settings = common.run_settings(output, model, None, server, "summarize", dtype=dtype, length=length,
+                                   max_new_tokens=max_new_tokens, overflow=overflow, max_input_tokens=max_input_tokens)
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
+        batch_input=input_file is not None).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
@@ -104,6 +110,7 @@ def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     from gptcli import textio
+    from gptcli.services.summarize import RESULT_FIELDS
 
     if input_file is not None:
         records = textio.read_records(input_file, "text")
@@ -133,20 +140,45 @@ class Run(common.TaskRun):
         return (CAUSAL_LM, SEQ2SEQ)
 
     def work(self, lm, items: list[Item], sink, clock) -> None:
-        from gptcli import console
-        from gptcli.services.summarize import Summarizer
+        from dataclasses import asdict
 
-        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, 2048)
-        summarizer = Summarizer(lm, params, trace=_verbose_trace)
+        from gptcli import console
+        from gptcli.services.summarize import summary_results
+        from gptcli.services.text2text import RunStats
+
+        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, self.params.row_tokens)
+        stats = RunStats()
         started = time.perf_counter()
-        with console.Progress("summarizing", len(items)) as progress:
-            for item, summary in zip(items, summarizer.summarize((i.text, i.where) for i in items)):
-                _warn(item, summary, summarizer)
-                text = " ".join(summary.text.split()) if self.batch_input else summary.text
-                sink.emit(_record(item, summary), text)
-                progress.advance()
+        documents = [(item.text, item.where) for item in items]
+        self._write(items, summary_results(lm, params, documents, stats, _verbose_trace), sink)
         if self.show_stats:
-            _report_stats(lm, summarizer.stats, time.perf_counter() - started, clock, len(items))
+            work = _work_text(asdict(stats), len(items), time.perf_counter() - started)
+            console.info(common.stats_line(lm, clock, work))
+
+    def work_remote(self, client, items: list[Item], sink, clock) -> None:
+        from dataclasses import asdict
+
+        from gptcli import console
+        from gptcli.cli import remote
+
+        parts = remote.parts(items, lambda item: item.text)
+        answers = remote.TaskAnswers(client, SUMMARIZE_PATH, [
+            {"model": self.model, "params": asdict(self.params), "auto_batch": self.auto_batch,
+             "documents": [{"text": item.text, "where": item.where} for item in part]} for part in parts])
+        started = time.perf_counter()
+        self._write(items, answers, sink)
+        if self.show_stats:
+            work = _work_text(answers.stats, len(items), time.perf_counter() - started)
+            console.info(common.remote_stats_line(client, clock, work))
+
+    def _write(self, items: list[Item], results, sink) -> None:
+        def line(fields: dict) -> str:  # many documents: one line each
+            return " ".join(fields["summary"].split()) if self.batch_input else fields["summary"]
+
+        common.write_results(items, results, sink, "summarizing", _record, line)
+
+
+SUMMARIZE_PATH = "/gptcli/v1/summarize"
 
 
 def _verbose_trace(call) -> None:
@@ -156,37 +188,17 @@ def _verbose_trace(call) -> None:
                 f"wrote {len(call.output)}")
 
 
-def _warn(item: Item, summary, summarizer) -> None:
-    from gptcli import console
-
-    if summary.truncated:
-        console.warn(f"{item.where}: cut from {summary.input_tokens} to {summarizer.final_budget} tokens "
-                     f"(--overflow truncate); the rest was not read")
-    elif summary.levels:
-        console.log(f"{item.where}: {summary.input_tokens} tokens, summarized in {summary.chunks} parts "
-                    f"over {summary.levels} level(s)")
-    if summary.finish_reason == "length":  # a result cut by a token limit says so
-        console.warn(f"{item.where}: the summary stopped at its limit of {summarizer.final_tokens} tokens "
-                     f"before it ended; {summarizer.length_hint()}")
-
-
-RESULT_FIELDS = ("summary", "input_tokens", "chunks", "levels", "truncated", "generated_tokens", "finish_reason")
-
-
-def _record(item: Item, summary) -> dict:
+def _record(item: Item, fields: dict) -> dict:
     record = {"id": item.id}
     # The document itself is left out: the output stays small, and the id leads back to it.
     record.update({k: v for k, v in item.fields.items() if k not in ("id", "text")})
-    record.update(summary=summary.text, input_tokens=summary.input_tokens, chunks=summary.chunks,
-                  levels=summary.levels, truncated=summary.truncated, generated_tokens=summary.generated_tokens,
-                  finish_reason=summary.finish_reason)
+    record.update(fields)
     return record
 
 
-def _report_stats(lm, stats, seconds: float, clock, documents: int) -> None:
-    from gptcli import console
-
-    speed = stats.generated_tokens / stats.seconds if stats.seconds else 0.0
-    console.info(common.stats_line(lm, clock, f"{documents} documents, {stats.calls} model calls · read "
-                                              f"{stats.input_tokens} tok · wrote {stats.generated_tokens} tok "
-                                              f"({speed:.1f} tok/s) · {seconds:.2f} s"))
+def _work_text(stats: dict, documents: int, seconds: float) -> str:
+    """--stats' figures from RunStats' fields (a local run's, or summed over a server's answers)."""
+    calls, read, wrote = (stats.get(name, 0) for name in ("calls", "input_tokens", "generated_tokens"))
+    speed = wrote / stats["seconds"] if stats.get("seconds") else 0.0
+    return (f"{documents} documents, {calls} model calls · read {read} tok · wrote {wrote} tok "
+            f"({speed:.1f} tok/s) · {seconds:.2f} s")

@@ -42,6 +42,7 @@ def translate(
         help="Most tokens per translated segment; default: twice the segment's length plus 16.",
         show_default=False)] = None,
     model: opt.Model = None,
+    server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
     trust_remote_code: opt.TrustRemoteCode = False,
@@ -68,13 +69,18 @@ def translate(
       cat notes.txt | gptcli translate --from en --to de --model facebook/nllb-200-distilled-600M > notes.de.txt
 
       gptcli translate --input lines.jsonl --to es --output lines.es.jsonl
+
+      gptcli translate --server http://127.0.0.1:8000 --to fr "Good morning"    # through a running `gptcli serve`
     """
     params = translate_params(to, source, batch_size, max_new_tokens)
+    if server:
+        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                                 allow_pickle=allow_pickle)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
-    settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
-                                   **{"from": source})
-    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite).execute(
+    settings = common.run_settings(output, model, None, server, "translate", dtype=dtype, to=to,
+                                   max_new_tokens=max_new_tokens, **{"from": source})
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
@@ -102,6 +108,8 @@ def _read_items(text: str | None, input_file: str | None) -> list[Item]:
     if input_file is not None and textio.reads_as_lines(input_file):
         return _text_file_items(input_file, textio.read_lines(input_file))
     if input_file is not None:
+        from gptcli.services.translate import RESULT_FIELDS
+
         records = textio.read_records(input_file, "text")
         items = [Item(r.id, r.text("text").strip(), r.fields) for r in records]  # a missing text is named first
         common.refuse_result_fields(records, RESULT_FIELDS, "translate")
@@ -138,31 +146,61 @@ class Run(common.TaskRun):
         return (CAUSAL_LM, SEQ2SEQ)
 
     def work(self, lm, items: list[Item], sink, clock) -> None:
-        from gptcli import console
-        from gptcli.services.translate import make_translator
+        from dataclasses import asdict
 
-        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, 3 * self.params.segment_tokens)
+        from gptcli import console
+        from gptcli.services.translate import make_translator, translation_results
+
+        params = common.with_auto_batch_size(self.params, lm, self.auto_batch, self.params.row_tokens)
         translator = make_translator(lm, params)
         if translator.route.note:
             console.warn(translator.route.note)
         started = time.perf_counter()
+        self._write(items, translation_results(translator, [item.text for item in items]), sink,
+                    lambda: translator.route.target)
+        if self.show_stats:
+            work = _work_text(asdict(translator.stats), len(items), time.perf_counter() - started)
+            console.info(common.stats_line(lm, clock, work))
+
+    def work_remote(self, client, items: list[Item], sink, clock) -> None:
+        from dataclasses import asdict
+
+        from gptcli import console
+        from gptcli.cli import remote
+
+        parts = remote.parts(items, lambda item: item.text, most=2 * remote.TASK_ITEMS)  # lines are short
+        answers = remote.TaskAnswers(client, TRANSLATE_PATH, [
+            {"model": self.model, "params": asdict(self.params), "auto_batch": self.auto_batch,
+             "lines": [item.text for item in part]} for part in parts])
+        started = time.perf_counter()
+        self._write(items, answers, sink, lambda: answers.run["target"])
+        if self.show_stats:
+            work = _work_text(answers.stats, len(items), time.perf_counter() - started)
+            console.info(common.remote_stats_line(client, clock, work))
+
+    def _write(self, items: list[Item], results, sink, target) -> None:
+        """Write the results; then say how many stopped at their limit, and which lines are in another
+        language (``target()``: the language, as the model names it)."""
+        from gptcli import console
+        from gptcli.services.translate import WRONG_LANGUAGE
+
         cut, wrong = 0, []
-        with console.Progress("translating", len(items)) as progress:
-            for item, result in zip(items, translator.translate(item.text for item in items)):
-                sink.emit(_record(item, result), result.text)
-                cut += result.finish_reason == "length"
-                if result.wrong_language:
-                    wrong.append(str(item.id))
-                progress.advance()
+
+        def seen(item: Item, result) -> None:
+            nonlocal cut
+            cut += result.fields["finish_reason"] == "length"
+            if result.marks.get(WRONG_LANGUAGE):
+                wrong.append(str(item.id))
+
+        common.write_results(items, results, sink, "translating", _record, lambda fields: fields["translation"],
+                             seen)
         if cut:  # a result cut by a token limit says so
             console.warn(_cut_note(cut, len(items), self.params.max_new_tokens))
         if wrong:
-            console.warn(_wrong_language_note(wrong, len(items), translator.route.target))
-        if self.show_stats:
-            _report_stats(lm, translator.stats, time.perf_counter() - started, clock, len(items))
+            console.warn(_wrong_language_note(wrong, len(items), target()))
 
 
-RESULT_FIELDS = ("translation", "segments", "input_tokens", "generated_tokens", "finish_reason")
+TRANSLATE_PATH = "/gptcli/v1/translate"
 
 
 def _cut_note(cut: int, total: int, max_new_tokens: int | None) -> str:
@@ -181,17 +219,15 @@ def _wrong_language_note(ids: list[str], total: int, target: str) -> str:
             f"better than a small chat model")
 
 
-def _record(item: Item, result) -> dict:
+def _record(item: Item, fields: dict) -> dict:
     record = {"id": item.id}
     record.update({k: v for k, v in item.fields.items() if k != "id"})
-    record.update(translation=result.text, segments=result.segments, input_tokens=result.input_tokens,
-                  generated_tokens=result.generated_tokens, finish_reason=result.finish_reason)
+    record.update(fields)
     return record
 
 
-def _report_stats(lm, stats, seconds: float, clock, lines: int) -> None:
-    from gptcli import console
-
+def _work_text(stats: dict, lines: int, seconds: float) -> str:
+    """--stats' figures from RunStats' fields (a local run's, or summed over a server's answers)."""
+    calls, read, wrote = (stats.get(name, 0) for name in ("calls", "input_tokens", "generated_tokens"))
     rate = lines / seconds if seconds else 0.0
-    console.info(common.stats_line(lm, clock, f"{lines} lines ({rate:.1f} lines/s), {stats.calls} segments · "
-                                              f"read {stats.input_tokens} tok · wrote {stats.generated_tokens} tok"))
+    return f"{lines} lines ({rate:.1f} lines/s), {calls} segments · read {read} tok · wrote {wrote} tok"

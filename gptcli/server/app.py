@@ -40,7 +40,7 @@ def create_app(served: Served, settings: ServeSettings):
     from fastapi import FastAPI
 
     from gptcli import __version__
-    from gptcli.server import embeddings, routes, tasks
+    from gptcli.server import batch_tasks, embeddings, routes, tasks
     from gptcli.server.errors import install_error_handlers
     from gptcli.server.limits import ApiKeyGate, BodyLimit, Contained
 
@@ -50,6 +50,7 @@ def create_app(served: Served, settings: ServeSettings):
     app.include_router(routes.router)
     app.include_router(embeddings.router)
     app.include_router(tasks.router)  # gptcli's own routes, for the commands' --server
+    app.include_router(batch_tasks.router)  # summarize, translate and classify
     install_error_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # added last: runs first

@@ -29,7 +29,7 @@ router = APIRouter()
 class Embedder:
     """A sentence-embedding model served from its own thread, loaded when first asked for."""
 
-    def __init__(self, spec: str | None, device: str):
+    def __init__(self, spec: str | None, device: str, dtype: str = "auto"):
         from gptcli.models.resolve import resolve
 
         self.spec = spec or DEFAULT_EMBEDDING_MODEL
@@ -38,14 +38,21 @@ class Embedder:
         except GptcliError as exc:
             raise type(exc)(f"--embedding-model: {exc.message}") from None
         self.device = device
+        # The server's --dtype, so that `classify --server` scores as a local run with that --dtype does;
+        # int4 is for a causal LM's GGUF weights only.
+        self.dtype = "auto" if dtype == "int4" else dtype
         self._lm = None
         self._lock = asyncio.Lock()
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="gptcli-embeddings")
 
     async def embed(self, texts: list[str]) -> tuple[list, list[int]]:
         """Each text's vector (a float list) and its token count."""
+        return await self.run(_embed, texts)
+
+    async def run(self, function, *args):
+        """``function(model, *args)`` on the embedding thread, once the model is loaded (classify's work)."""
         lm = await self._loaded()
-        return await asyncio.get_running_loop().run_in_executor(self._thread, _embed, lm, texts)
+        return await asyncio.get_running_loop().run_in_executor(self._thread, function, lm, *args)
 
     async def _loaded(self):
         async with self._lock:  # concurrent first requests load it once
@@ -58,7 +65,7 @@ class Embedder:
         from gptcli.models.kinds import EMBEDDING
 
         try:
-            return load_model(LoadOptions(self.spec, self.device), accept=(EMBEDDING,), command="serve")
+            return load_model(LoadOptions(self.spec, self.device, self.dtype), accept=(EMBEDDING,), command="serve")
         except GptcliError as exc:  # the server's configuration, not the request, is at fault
             raise ApiError(500, f"the embedding model could not be loaded: {exc.message}", type=SERVER_ERROR,
                            code="embedding_model_unavailable") from None

@@ -42,6 +42,10 @@ class EngineHost:
         # One thread renders and tokenizes prompts: off the event loop (a long prompt takes a
         # while), and one at a time (a fast tokenizer is not meant to be shared across threads).
         self._prompts = ThreadPoolExecutor(1, thread_name_prefix="gptcli-prompts")
+        # summarize, translate and classify run their own decode loops and scoring passes on the model
+        # (the services a local run uses): on a thread of their own, one request at a time, so a long
+        # task neither blocks the event loop nor holds up the prompts of chat requests.
+        self._tasks = ThreadPoolExecutor(1, thread_name_prefix="gptcli-tasks")
 
     def start(self) -> "EngineHost":
         self.worker.start()
@@ -51,10 +55,15 @@ class EngineHost:
         """Cancel what is left (uvicorn has already waited for in-flight requests) and join."""
         self.worker.stop(timeout, finish=False)
         self._prompts.shutdown(wait=False, cancel_futures=True)
+        self._tasks.shutdown(wait=False, cancel_futures=True)
 
     async def prepare(self, function, *args):
         """Run prompt work (templates, tokenizing) on the prompt thread and await its result."""
         return await asyncio.get_running_loop().run_in_executor(self._prompts, function, *args)
+
+    async def run_task(self, function, *args):
+        """Run ``function(self.lm, *args)`` (a task's model work) on the task thread and await its result."""
+        return await asyncio.get_running_loop().run_in_executor(self._tasks, function, self.lm, *args)
 
     def submit(self, requests: list[Request]) -> "Submission":
         return Submission(self, requests)

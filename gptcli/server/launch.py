@@ -20,7 +20,8 @@ def run(load_options, settings: ServeSettings, batch_size: int, embedding_model:
     from gptcli.server.embeddings import Embedder
     from gptcli.server.runner import bind, serve, url_of
 
-    embedder = Embedder(embedding_model, load_options.device)  # resolves the spec: fails before the load
+    # Resolves the spec: a bad --embedding-model fails before the load.
+    embedder = Embedder(embedding_model, load_options.device, load_options.dtype)
     sock = bind(settings.host, settings.port)
     try:
         served = _load(load_options, settings, batch_size, embedder)

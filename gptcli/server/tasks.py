@@ -45,13 +45,17 @@ class GenerateTask(BaseModel):
 
 
 @router.get("/gptcli/v1/info")
-async def info(request: Request) -> dict:
-    """The served model's name and identity (which changes when its files do): a command's
-    --output run record names it, so a resumed run never mixes two models' results."""
+async def info(request: Request, task: str = "generate", model: Optional[str] = None) -> dict:
+    """The name and identity (which changes when its files do) of the model ``task`` runs with when
+    a command asks for ``model``: a command's --output run record names it, so a resumed run never
+    mixes two models' results. 404 when ``model`` is not served here."""
     from gptcli.models.identity import model_identity
+    from gptcli.server.batch_tasks import task_model
 
     served = request.app.state.served
-    return {"model": served.name.id, "identity": model_identity(served.lm.source.spec)}
+    name, embedding = task_model(served, task, model)
+    spec = served.embedder.spec if embedding else served.lm.source.spec
+    return {"model": name.id, "identity": model_identity(spec)}
 
 
 @router.post("/gptcli/v1/generate")
@@ -84,9 +88,9 @@ def _sampling(fields: dict):
         sampling = SamplingParams(**fields)
         sampling.validate()
     except TypeError as exc:
-        raise _refused(UsageError(f"unknown sampling setting ({exc})")) from None
+        raise refused(UsageError(f"unknown sampling setting ({exc})")) from None
     except UsageError as exc:
-        raise _refused(exc) from None
+        raise refused(exc) from None
     return sampling
 
 
@@ -97,7 +101,7 @@ def _fit(lm, body: GenerateTask):
     try:
         return fit_prompt(lm, prompt, body.system, body.raw, body.max_new_tokens, body.truncate)
     except (InputError, UsageError) as exc:
-        raise _refused(exc) from None
+        raise refused(exc) from None
 
 
 def _requests(body: GenerateTask, fitted, sampling, job_id: str) -> list:
@@ -137,7 +141,7 @@ def _sse(data: dict) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def _refused(exc) -> ApiError:
+def refused(exc) -> ApiError:
     """A local run's bad-input or usage error, answered so the client can raise it again."""
     code = "usage_error" if isinstance(exc, UsageError) else "input_error"
     return ApiError(400, exc.message, code=code, type=INPUT_ERROR)

@@ -27,6 +27,24 @@ def batch_token_budget(lm) -> int | None:
     return None if str(lm.device).startswith("cuda") else CPU_BATCH_TOKENS
 
 
+def auto_batched(params, lm, auto: bool, tokens_per_row: int):
+    """``params`` with a batch size chosen from free memory, unless the user gave one (``auto``
+    false); params that generate (a ``max_batch_tokens`` field) also get the per-batch token budget.
+
+    Returns:
+        (params, the --verbose line for the choice, or None when there was none to make).
+    """
+    from dataclasses import fields, replace
+
+    if not auto:
+        return params, None
+    params = replace(params, batch_size=auto_batch_size(lm, tokens_per_row))
+    budget = batch_token_budget(lm) if "max_batch_tokens" in {f.name for f in fields(params)} else None
+    if budget:
+        params = replace(params, max_batch_tokens=budget)
+    return params, describe_auto_batch(params.batch_size, budget)
+
+
 def describe_auto_batch(rows: int, max_tokens: int | None) -> str:
     """The --verbose line for an automatic choice."""
     limit = f", at most {max_tokens} tokens a batch" if max_tokens else ""

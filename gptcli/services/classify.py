@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterator, Protocol, Sequence
 
 from gptcli.errors import InputError, UsageError
+from gptcli.services.records import ItemResult
 
 DEFAULT_THRESHOLD = 0.5
 
@@ -41,6 +42,11 @@ class ClassifyParams:
     label_template: str | None = None
     temperature: float | None = None  # None: the scorer's own (see each scorer)
     examples: tuple[tuple[str, str], ...] = ()  # few-shot (text, label) pairs, each label one of ``labels``
+
+    @property
+    def row_tokens(self) -> int:
+        """The tokens one batch row is sized for when the batch size is chosen from free memory."""
+        return 256
 
 
 @dataclass
@@ -182,7 +188,7 @@ def _placeholders(template: str, option: str, allowed: str) -> list[str]:
 
 
 def classify(lm, texts: Sequence[str], params: ClassifyParams,
-             stats: ClassifyStats | None = None) -> Iterator[Classification]:
+             stats: ClassifyStats | None = None, start: int = 0) -> Iterator[Classification]:
     """Classify ``texts`` with a loaded model of any supported kind; yield results in order.
 
     Args:
@@ -190,6 +196,8 @@ def classify(lm, texts: Sequence[str], params: ClassifyParams,
         texts: non-empty texts.
         params: labels, multi-label policy and templates.
         stats: filled in as batches finish, when given.
+        start: how many texts of the same run came before these (a server gets a run in parts):
+            errors number the texts from there.
 
     Raises:
         UsageError: labels missing or not allowed for this model.
@@ -201,9 +209,9 @@ def classify(lm, texts: Sequence[str], params: ClassifyParams,
     limit = lm.context_length * MAX_CHARS_PER_TOKEN if lm.context_length else None
     for index, text in enumerate(texts):
         if not text.strip():
-            raise InputError(f"text {index + 1} is empty; every text to classify needs some words")
+            raise InputError(f"text {start + index + 1} is empty; every text to classify needs some words")
         if limit is not None and len(text) > limit:  # refused before a slow tokenization of it
-            raise InputError(f"text {index + 1} is {len(text):,} characters, far more than the model's context "
+            raise InputError(f"text {start + index + 1} is {len(text):,} characters, far more than the model's context "
                              f"of {lm.context_length} tokens; shorten it")
     scorer = make_scorer(lm, params)
     multi = params.multi_label or getattr(scorer, "multi_label", False)
@@ -216,6 +224,33 @@ def classify(lm, texts: Sequence[str], params: ClassifyParams,
                 stats.texts += 1
                 stats.tokens += used
             yield _decide(start + offset, scorer, row, multi, params, used)
+
+
+RESULT_FIELDS = ("label", "scores")  # what a result's record gets (and "labels" when multi-label)
+
+
+def classification_results(lm, texts: Sequence[str], params: ClassifyParams, stats: ClassifyStats | None = None,
+                           start: int = 0) -> Iterator[ItemResult]:
+    """Each text's result as `gptcli classify` writes it, locally and through a server.
+
+    Args:
+        lm, params, stats: as ``classify``.
+        texts: the texts; an empty one (a blank stdin line) gets a blank result, no label and no
+            scores, so the output lines stay aligned with the input's.
+        start: how many non-empty texts of the same run came before these (see ``classify``).
+
+    Returns:
+        An iterator of ItemResults in input order (fields label, scores, and labels when multi-label).
+
+    Raises:
+        UsageError, InputError: as ``classify``.
+    """
+    results = classify(lm, [text for text in texts if text], params, stats, start)
+    for text in texts:
+        if text:
+            yield ItemResult(next(results).to_dict())
+        else:
+            yield ItemResult({"label": None, **({"labels": []} if params.multi_label else {}), "scores": {}})
 
 
 def make_scorer(lm, params: ClassifyParams) -> Scorer:

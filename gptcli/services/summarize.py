@@ -16,6 +16,7 @@ from typing import Callable, Iterable, Iterator
 
 from gptcli.errors import GptcliError, InputError, UsageError
 from gptcli.services import chunking, textclean
+from gptcli.services.records import ItemResult
 from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Output, Request, Runner, RunStats
 
 LENGTHS = {  # wording for an instruction-following model, the token budget, and the most sentences kept
@@ -57,6 +58,11 @@ class SummarizeParams:
             raise UsageError(f"--max-new-tokens must be at least 1, got {self.max_new_tokens}")
         if self.max_input_tokens is not None and self.max_input_tokens < MIN_CHUNK_TOKENS:
             raise UsageError(f"--max-input-tokens must be at least {MIN_CHUNK_TOKENS}, got {self.max_input_tokens}")
+
+    @property
+    def row_tokens(self) -> int:
+        """The tokens one batch row is sized for when the batch size is chosen from free memory."""
+        return 2048
 
     @property
     def final_tokens(self) -> int:
@@ -282,6 +288,44 @@ class Summarizer:
         if self.params.max_input_tokens is not None and self.final_budget == self.params.max_input_tokens:
             return f"--max-input-tokens {self.params.max_input_tokens}"
         return f"a context of {context} less the instruction and the summary"
+
+
+RESULT_FIELDS = ("summary", "input_tokens", "chunks", "levels", "truncated", "generated_tokens", "finish_reason")
+
+
+def summary_results(lm, params: SummarizeParams, documents: list[tuple[str, str]], stats: RunStats | None = None,
+                    trace: Callable[[Call], None] | None = None) -> Iterator[ItemResult]:
+    """Each document's result as `gptcli summarize` writes it, locally and through a server.
+
+    Args:
+        lm: a LoadedModel (causal LM or encoder-decoder).
+        params: the options, with the batch size already chosen.
+        documents: (text, where) pairs; ``where`` names the document in warnings.
+        stats: filled in as calls finish, when given.
+        trace: called with every model call (--verbose).
+
+    Returns:
+        An iterator of ItemResults in input order: the RESULT_FIELDS of the record, and the
+        warnings (a cut document, a summary stopped at its limit) and logs (map-reduce) about it.
+
+    Raises:
+        UsageError, InputError, GptcliError: as ``Summarizer`` and ``Summarizer.summarize``.
+    """
+    summarizer = Summarizer(lm, params, stats if stats is not None else RunStats(), trace)
+    for (_text, where), summary in zip(documents, summarizer.summarize(documents)):
+        result = ItemResult(dict(zip(RESULT_FIELDS, (summary.text, summary.input_tokens, summary.chunks,
+                                                     summary.levels, summary.truncated, summary.generated_tokens,
+                                                     summary.finish_reason))))
+        if summary.truncated:
+            result.warnings.append(f"{where}: cut from {summary.input_tokens} to {summarizer.final_budget} tokens "
+                                   f"(--overflow truncate); the rest was not read")
+        elif summary.levels:
+            result.logs.append(f"{where}: {summary.input_tokens} tokens, summarized in {summary.chunks} parts "
+                               f"over {summary.levels} level(s)")
+        if summary.finish_reason == FINISH_LENGTH:  # a result cut by a token limit says so
+            result.warnings.append(f"{where}: the summary stopped at its limit of {summarizer.final_tokens} "
+                                   f"tokens before it ended; {summarizer.length_hint()}")
+        yield result
 
 
 def _sampling():

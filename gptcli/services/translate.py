@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 from gptcli.errors import InputError, UsageError
 from gptcli.services import chunking, langcheck, textclean
 from gptcli.services.languages import Route, language_name, plan_route
+from gptcli.services.records import ItemResult
 from gptcli.services.text2text import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Output, Request, Runner, RunStats
 
 SEGMENT_TOKENS = 256  # the longest segment sent at once: translation models are trained on sentences
@@ -34,6 +35,11 @@ class TranslateParams:
     max_new_tokens: int | None = None  # per segment; None: twice its length plus a margin
     segment_tokens: int = SEGMENT_TOKENS
     max_batch_tokens: int | None = None  # see GenerationParams
+
+    @property
+    def row_tokens(self) -> int:
+        """The tokens one batch row is sized for when the batch size is chosen from free memory."""
+        return 3 * self.segment_tokens
 
 
 @dataclass
@@ -202,6 +208,23 @@ def _sampling():
 def _one_line(text: str) -> str:
     """A segment holds no newline, so its translation must not either: keep the lines aligned."""
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+RESULT_FIELDS = ("translation", "segments", "input_tokens", "generated_tokens", "finish_reason")
+WRONG_LANGUAGE = "wrong_language"  # the mark of a line still in another language after the retry
+
+
+def translation_results(translator: Translator, lines: list[str]) -> Iterator[ItemResult]:
+    """Each line's result as `gptcli translate` writes it, locally and through a server.
+
+    Returns:
+        An iterator of ItemResults in input order: the RESULT_FIELDS of the record, marked
+        WRONG_LANGUAGE when a causal LM wrote another language (the command sums those up).
+    """
+    for result in translator.translate(lines):
+        fields = dict(zip(RESULT_FIELDS, (result.text, result.segments, result.input_tokens,
+                                          result.generated_tokens, result.finish_reason)))
+        yield ItemResult(fields, marks={WRONG_LANGUAGE: True} if result.wrong_language else {})
 
 
 def make_translator(lm, params: TranslateParams, trace: Callable[[Segment], None] | None = None) -> Translator:
