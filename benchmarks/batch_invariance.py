@@ -177,7 +177,7 @@ def _steps(model, rows: list[list[int]], decode: int) -> list:
     """Last-position logits of the prefill and of ``decode`` greedy steps (transformers' own cache)."""
     import torch
 
-    from gptcli.services.kvcache import cache_argument, returned_cache
+    from gptcli.engine.kvcache import cache_argument, returned_cache
 
     logits = []
     with torch.inference_mode():
@@ -233,7 +233,7 @@ def _hooked(model, rows: list[list[int]], pads: list[int], decode: int, record: 
     """Every hooked module's output for row 0, per forward call: prefill, then ``decode`` steps."""
     import torch
 
-    from gptcli.services.kvcache import cache_argument, returned_cache
+    from gptcli.engine.kvcache import cache_argument, returned_cache
 
     width = max(len(r) + p for r, p in zip(rows, pads))
     ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])

@@ -137,7 +137,7 @@ def test_one_label_needs_multi_label_and_templates_take_only_their_placeholders(
 
 
 def test_seed_range_is_the_documented_one(cli):
-    from gptcli.services.sampling import MAX_SEED, SamplingParams
+    from gptcli.engine.sampling import MAX_SEED, SamplingParams
 
     SamplingParams(temperature=1.0, seed=0).validate()
     SamplingParams(temperature=1.0, seed=MAX_SEED).validate()

@@ -77,7 +77,7 @@ def test_float32_greedy_is_the_same_alone_and_in_batches_of_other_lengths(reques
                                                                           cache):
     lm = _load(request.getfixturevalue(model_fixture))
     if cache == "transformers":  # the model's own DynamicCache instead of the reserved buffers
-        from gptcli.services import kvcache
+        from gptcli.engine import kvcache
         monkeypatch.setattr(kvcache, "reserved_cache_for", lambda model, capacity: None)
     max_new = [14, 6, 12, 9, 16, 3]  # rows end at different steps; the longest runs on alone
     fitted = _fitted(lm, PROMPTS, max_new)

@@ -122,7 +122,7 @@ def _generate_texts(lm) -> tuple[list[str], list[str]]:
 def test_decode_loop_passes_the_cache_by_the_name_the_model_takes(tiny_llama):
     """The installed transformers' name (no deprecation warning), and the old name for a model that
     knows only that one (an older transformers, remote code): the same text either way."""
-    from gptcli.services.kvcache import cache_argument
+    from gptcli.engine.kvcache import cache_argument
 
     current = load_model(LoadOptions(str(tiny_llama), dtype="float32"), accept=(CAUSAL_LM,), command="generate")
     texts, messages = _generate_texts(current)

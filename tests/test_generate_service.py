@@ -8,7 +8,7 @@ from gptcli.models import LoadOptions, load_model
 from gptcli.models.kinds import CAUSAL_LM
 from gptcli.services import generate as gen
 from gptcli.services.prompting import Prompt, encode_prompt, fit_to_context
-from gptcli.services.sampling import SamplingParams
+from gptcli.engine.sampling import SamplingParams
 
 PROMPTS = ["the cat sat on", "hello world", "what is the capital of france and why is it paris?",
            "a", "two small red houses by the river at night"]
@@ -159,7 +159,7 @@ def test_reserved_kv_cache_only_for_full_attention_models(tiny_llama):
 
     from transformers import MistralConfig
 
-    from gptcli.services.kvcache import ReservedCache, reserved_cache_for
+    from gptcli.engine.kvcache import ReservedCache, reserved_cache_for
 
     lm = _load(tiny_llama)
     cache = reserved_cache_for(lm.model, 40)
@@ -179,7 +179,7 @@ def test_reserved_kv_cache_only_for_full_attention_models(tiny_llama):
 def test_presence_and_frequency_penalties_count_generated_tokens_only():
     import torch
 
-    from gptcli.services.sampling import TokenPicker
+    from gptcli.engine.sampling import TokenPicker
 
     picker = TokenPicker(SamplingParams(presence_penalty=0.5, frequency_penalty=0.25), "cpu")
     logits = torch.zeros((2, 4))

@@ -96,7 +96,7 @@ def generate(
       gptcli generate --input batch.jsonl --output-format openai-batch --output results.jsonl  # OpenAI Batch files
     """
     from gptcli.services.generate import GenerationParams
-    from gptcli.services.sampling import SamplingParams
+    from gptcli.engine.sampling import SamplingParams
 
     sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed,
                               presence_penalty, frequency_penalty)

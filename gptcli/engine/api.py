@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Iterator
 
-from gptcli.services.sampling import SamplingParams
+from gptcli.engine.sampling import SamplingParams
 
 FINISH_STOP, FINISH_EOS, FINISH_LENGTH, FINISH_CANCELLED = "stop", "eos", "length", "cancelled"
 

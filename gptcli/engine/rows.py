@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from gptcli.engine.api import (FINISH_EOS, FINISH_LENGTH, FINISH_STOP, Delta, Finished, Request,
                                TokenLogprob)
-from gptcli.services.decoding import RowText
+from gptcli.engine.decoding import RowText
 
 
 @dataclass

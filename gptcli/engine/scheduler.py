@@ -18,7 +18,7 @@ from typing import Hashable
 
 from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request, TokenLogprob
 from gptcli.engine.rows import Row
-from gptcli.services.decoding import RowText
+from gptcli.engine.decoding import RowText
 
 MIN_HEADROOM = 64  # columns kept free past the packed rows when the cache is rebuilt
 
@@ -32,7 +32,7 @@ class Scheduler:
 
     def __init__(self, lm, batch_size: int, max_batch_tokens: int | None = None,
                  stats: GenerationStats | None = None):
-        from gptcli.services.kvcache import reserved_cache_for
+        from gptcli.engine.kvcache import reserved_cache_for
 
         self.model, self.tokenizer = lm.model, lm.tokenizer
         self.device = lm.model.device
@@ -112,7 +112,7 @@ class Scheduler:
         return chosen
 
     def _prefill(self, requests: list[Request], events: list[Event]) -> None:
-        from gptcli.services.kvcache import ReservedCache, reserved_cache_for, returned_cache
+        from gptcli.engine.kvcache import ReservedCache, reserved_cache_for, returned_cache
 
         ids, attention = left_pad([list(r.ids) for r in requests], self.pad_id, self.device)
         width = ids.shape[1]
@@ -185,7 +185,7 @@ class Scheduler:
     def _decode(self, events: list[Event]) -> None:
         import torch
 
-        from gptcli.services.kvcache import returned_cache
+        from gptcli.engine.kvcache import returned_cache
 
         if self.joinable and self.cache.length + 1 > self.cache.capacity:
             self._compact()
@@ -248,7 +248,7 @@ class Scheduler:
         return picked
 
     def _picker(self, sampling):
-        from gptcli.services.sampling import TokenPicker
+        from gptcli.engine.sampling import TokenPicker
 
         picker = self._pickers.get(sampling)
         if picker is None:
@@ -301,7 +301,7 @@ class Scheduler:
 
     # -- the model ----------------------------------------------------------------------------
     def _forward(self, ids, attention, positions, cache):
-        from gptcli.services.kvcache import cache_argument
+        from gptcli.engine.kvcache import cache_argument
 
         return self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
                           **{cache_argument(self.model): cache}, **last_logits_only(self.model))

@@ -29,7 +29,7 @@ class PrefixScorer:
 def _run_prefix(model, ids: list[int]):
     import torch
 
-    from gptcli.services.kvcache import returned_cache
+    from gptcli.engine.kvcache import returned_cache
 
     with torch.inference_mode():
         out = model(input_ids=torch.tensor([ids], device=model.device), use_cache=True, logits_to_keep=1)
@@ -42,7 +42,7 @@ def _answer_logprobs(model, rows, pad_id: int, cache, offset: int) -> list[list[
 
     import torch
 
-    from gptcli.services.kvcache import cache_argument
+    from gptcli.engine.kvcache import cache_argument
 
     width = max(len(rest) + len(answer) for rest, answer in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from transformers.cache_utils import Cache, DynamicCache
 
-from gptcli.services.kvcache import ReservedLayer
+from gptcli.engine.kvcache import ReservedLayer
 
 
 class SlotLayer(ReservedLayer):

@@ -66,7 +66,7 @@ def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[in
 
 def sampling_of(body):
     """The request's SamplingParams, checked by the same rules as the command line's."""
-    from gptcli.services.sampling import MAX_SEED, SamplingParams
+    from gptcli.engine.sampling import MAX_SEED, SamplingParams
 
     if body.seed is not None and not 0 <= body.seed <= MAX_SEED:
         raise bad_request(f"'seed' must be between 0 and {MAX_SEED} (2**32-1), got {body.seed}", "seed")

@@ -82,7 +82,7 @@ async def generate_task(body: GenerateTask, request: Request):
 
 
 def _sampling(fields: dict):
-    from gptcli.services.sampling import SamplingParams
+    from gptcli.engine.sampling import SamplingParams
 
     try:
         sampling = SamplingParams(**fields)

@@ -11,7 +11,7 @@ from typing import Iterable, Iterator
 
 from gptcli.engine.api import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenerationStats  # noqa: F401  (read here)
 from gptcli.services.prompting import Fitted
-from gptcli.services.sampling import SamplingParams
+from gptcli.engine.sampling import SamplingParams
 
 
 @dataclass(frozen=True)

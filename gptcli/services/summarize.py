@@ -329,7 +329,7 @@ def summary_results(lm, params: SummarizeParams, documents: list[tuple[str, str]
 
 
 def _sampling():
-    from gptcli.services.sampling import SamplingParams
+    from gptcli.engine.sampling import SamplingParams
 
     return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
 

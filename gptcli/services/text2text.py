@@ -114,7 +114,7 @@ class Runner:
 
         fitted = [fit_to_context(self.encode(r.text), self.lm.context_length, r.max_new_tokens, None,
                                  "a request") for r in requests]
-        from gptcli.services.sampling import SamplingParams
+        from gptcli.engine.sampling import SamplingParams
 
         params = GenerationParams(sampling=self.sampling or SamplingParams(), stop=self.stop,
                                   batch_size=self.batch_size, max_batch_tokens=self.max_batch_tokens)

@@ -200,7 +200,7 @@ def _finish_reason(outputs: list) -> str | None:
 
 
 def _sampling():
-    from gptcli.services.sampling import SamplingParams
+    from gptcli.engine.sampling import SamplingParams
 
     return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
 

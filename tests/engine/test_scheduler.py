@@ -9,7 +9,7 @@ from gptcli.engine import scheduler as sched
 from gptcli.engine.api import Delta, Finished, Request
 from gptcli.models import LoadOptions, load_model
 from gptcli.models.kinds import CAUSAL_LM
-from gptcli.services.sampling import SamplingParams
+from gptcli.engine.sampling import SamplingParams
 
 PROMPTS = ["a", "the cat sat on the mat", "hello world", "two small red houses by the river at night",
            "write a poem about the sea", "what is the capital of france and why is it paris? answer in one line",

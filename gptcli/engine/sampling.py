@@ -1,4 +1,4 @@
-"""Sampling settings and the choice of the next token."""
+"""Sampling settings and the choice of the next token (the engine's sampler; services and commands read SamplingParams from here)."""
 
 from __future__ import annotations
 
