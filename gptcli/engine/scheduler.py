@@ -18,6 +18,7 @@ from typing import Hashable
 
 from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request, TokenLogprob
 from gptcli.engine.rows import Row
+from gptcli.engine.shapes import power_of_two_groups, row_bucket, width_bucket
 from gptcli.engine.decoding import RowText
 
 MIN_HEADROOM = 64  # columns kept free past the packed rows when the cache is rebuilt
@@ -73,8 +74,9 @@ class Scheduler:
         self._drop_cancelled(events)
         with torch.inference_mode():
             admitted = self._admissions()
-            if admitted:
-                self._prefill(admitted, events)
+            # A fixed batch is one prefill; rows that join a running batch come in power-of-two groups.
+            for group in (power_of_two_groups(admitted) if self.joinable else [admitted] if admitted else []):
+                self._prefill(group, events)
             if self.running:
                 self._decode(events)
         self._tidy()
@@ -114,7 +116,8 @@ class Scheduler:
     def _prefill(self, requests: list[Request], events: list[Event]) -> None:
         from gptcli.engine.kvcache import ReservedCache, reserved_cache_for, returned_cache
 
-        ids, attention = left_pad([list(r.ids) for r in requests], self.pad_id, self.device)
+        widest = max(len(r.ids) for r in requests)
+        ids, attention = left_pad([list(r.ids) for r in requests], self.pad_id, self.device, width_bucket(widest))
         width = ids.shape[1]
         if self.joinable:
             cache = ReservedCache(self._num_layers(), width)
@@ -155,7 +158,7 @@ class Scheduler:
         newest = max(r.request.max_new_tokens for r in rows)
         needed = max(self.cache.length, width) + 1 + newest
         if extra > 0:
-            self._resize(len(self.slots) + extra, max(needed, self.cache.capacity), prefill)
+            self._resize(row_bucket(len(self.slots) + extra), max(needed, self.cache.capacity), prefill)
             free = [i for i, row in enumerate(self.slots) if row is None]
         elif needed > self.cache.capacity:
             self._compact(width, newest)
@@ -268,12 +271,13 @@ class Scheduler:
         if not self.running and not self.pending:
             self.slots, self.cache, self.mask = [], None, None
             return
-        free = len(self.slots) - self.running
-        if not self.pending and free and free * 4 >= len(self.slots):
+        rows = row_bucket(self.running)
+        if not self.pending and rows < len(self.slots):
             live = [i for i, row in enumerate(self.slots) if row is not None]
-            self.cache.keep_rows(live)
-            self.mask = self.mask[live]
-            self.slots = [self.slots[i] for i in live]
+            keep = live + [i for i, row in enumerate(self.slots) if row is None][:rows - len(live)]
+            self.cache.keep_rows(keep)
+            self.mask = self.mask[keep]
+            self.slots = [self.slots[i] for i in keep]
 
     def _compact(self, incoming_width: int = 0, incoming_new: int = 0) -> None:
         """Pack every running row's own columns to the right of a fresh buffer (the columns ran
@@ -330,10 +334,10 @@ def _logprob(logits, token: int, top: int | None) -> TokenLogprob | None:
     return TokenLogprob(token, float(logprobs[token]), best)
 
 
-def left_pad(sequences: list[list[int]], pad_id: int, device):
+def left_pad(sequences: list[list[int]], pad_id: int, device, width: int | None = None):
     import torch
 
-    width = max(len(ids) for ids in sequences)
+    width = max(max(len(ids) for ids in sequences), width or 0)
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, seq in enumerate(sequences):
