@@ -22,6 +22,7 @@ from gptcli.engine.shapes import power_of_two_groups, row_bucket, width_bucket
 from gptcli.engine.decoding import RowText
 
 MIN_HEADROOM = 64  # columns kept free past the packed rows when the cache is rebuilt
+MAX_PICKERS = 64  # samplers kept for settings no queued or running request uses any more
 
 
 class Scheduler:
@@ -264,6 +265,9 @@ class Scheduler:
 
     def _tidy(self) -> None:
         """Give memory back when the batch has emptied, shrink it when the queue has run dry."""
+        if len(self._pickers) > MAX_PICKERS:  # a server sees a new seed or temperature with each request
+            used = {r.sampling for r in self.pending} | {row.request.sampling for row in self.slots if row}
+            self._pickers = {k: v for k, v in self._pickers.items() if k in used}
         if not self.joinable:
             if not self.running:
                 self.slots, self.cache, self.mask = [], None, None

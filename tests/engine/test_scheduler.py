@@ -125,3 +125,13 @@ def test_logprobs_are_the_models_own_for_each_picked_token(lm):
         assert entry.logprob == pytest.approx(float(expected[entry.token_id]), abs=1e-4)
         assert [t for t, _ in entry.top] == expected.topk(3).indices.tolist()
         ids.append(entry.token_id)
+
+
+def test_samplers_of_finished_requests_do_not_pile_up(lm):
+    scheduler = sched.Scheduler(lm, batch_size=4)
+    ids = tuple(lm.tokenizer("rain")["input_ids"])
+    for seed in range(3 * sched.MAX_PICKERS):  # a server: every request its own seed
+        scheduler.submit(Request(seed, ids, 1, SamplingParams(temperature=1.0, seed=seed), key="0"))
+        while scheduler.has_work():
+            scheduler.step()
+    assert len(scheduler._pickers) <= sched.MAX_PICKERS + 1
