@@ -273,7 +273,9 @@ class Scheduler:
                 self.slots, self.cache, self.mask = [], None, None
             return
         if not self.running and not self.pending:
-            self.slots, self.cache, self.mask = [], None, None
+            if self.cache is not None:
+                self.slots, self.cache, self.mask = [], None, None
+                give_back_freed_memory()
             return
         rows = row_bucket(self.running)
         if not self.pending and rows < len(self.slots):
@@ -380,3 +382,17 @@ def last_logits_only(model) -> dict:
         cached = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
         model._gptcli_logits_kw = cached
     return cached
+
+
+def give_back_freed_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc keeps them otherwise): a batch's KV
+    cache is hundreds of MiB, and an idle server should not hold the last big batch's forever."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to ask
+        pass

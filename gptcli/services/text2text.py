@@ -132,16 +132,14 @@ class Runner:
         return [results[i] for i in range(len(requests))]
 
     def _seq2seq_batch(self, requests: list[Request]) -> list[Output]:
-        import torch
+        from gptcli.engine.seq2seq import Seq2SeqEngine
 
-        tokenizer, model = self.lm.tokenizer, self.lm.model
-        encoded = tokenizer([r.text for r in requests], return_tensors="pt", padding=True)
-        encoded = {k: v.to(model.device) for k, v in encoded.items() if k in ("input_ids", "attention_mask")}
+        tokenizer = self.lm.tokenizer
         budget = max(r.max_new_tokens for r in requests)
         if self.output_limit is not None:
             budget = min(budget, self.output_limit)
-        with torch.inference_mode():
-            out = model.generate(**encoded, max_new_tokens=budget, **self.generate_kwargs)
+        out, encoded = Seq2SeqEngine(self.lm).generate(
+            tokenizer([r.text for r in requests], return_tensors="pt", padding=True), budget, **self.generate_kwargs)
         lengths = encoded["attention_mask"].sum(dim=1).tolist()
         # Row 0 is the decoder start token; a forced target-language token follows it. Drop both by
         # position: transformers 5 does not always mark M2M100's language tokens as special.
