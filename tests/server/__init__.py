@@ -15,6 +15,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import gptcli_command, interruptible
@@ -83,6 +84,16 @@ class ServerProcess:
         import openai
 
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=120, **options)
+
+
+@contextmanager
+def running_server(args: list, session_dir: Path):
+    """A ready `gptcli serve ARGS` for the block (a module's fixture), stopped however the block ends."""
+    process = ServerProcess(list(args), server_env(session_dir)).wait_ready()
+    try:
+        yield process
+    finally:
+        process.stop()
 
 
 def request(url: str, path: str, body=None, headers: dict | None = None, method: str | None = None,

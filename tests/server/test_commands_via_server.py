@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.server import ServerProcess, server_env
+from tests.server import running_server
 
 # Blocks torch and transformers in the client process: importing either (or any part) raises ImportError.
 NO_TORCH = """
@@ -27,9 +27,8 @@ run()
 
 @pytest.fixture(scope="module")
 def server(tiny_llama, session_dir):
-    process = ServerProcess(["--model", tiny_llama, "--dtype", "float32"], server_env(session_dir)).wait_ready()
-    yield process
-    process.stop()
+    with running_server(["--model", tiny_llama, "--dtype", "float32"], session_dir) as process:
+        yield process
 
 
 def _client(*args, stdin: str = "", env=None) -> subprocess.CompletedProcess:

@@ -19,17 +19,16 @@ from urllib.parse import urlparse
 import openai
 import pytest
 
-from tests.server import ServerProcess, assert_clean_stderr, health, request, server_env, wait_idle
+from tests.server import assert_clean_stderr, health, request, running_server, wait_idle
 
 GREEDY = {"temperature": 0}
 
 
 @pytest.fixture(scope="module")
 def server(tiny_llama, embedder, session_dir):
-    process = ServerProcess(["--model", tiny_llama, "--dtype", "float32", "--embedding-model", embedder],
-                            server_env(session_dir)).wait_ready()
-    yield process
-    process.stop()
+    args = ["--model", tiny_llama, "--dtype", "float32", "--embedding-model", embedder]
+    with running_server(args, session_dir) as process:
+        yield process
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.server import ServerProcess, assert_clean_stderr, server_env
+from tests.server import assert_clean_stderr, running_server
 from tests.server.test_commands_via_server import NO_TORCH
 from tests.tasks import tiny_seq2seq
 
@@ -25,10 +25,9 @@ def long_llama(session_dir):
 
 @pytest.fixture(scope="module")
 def server(long_llama, embedder, session_dir):
-    process = ServerProcess(["--model", long_llama, "--dtype", "float32", "--embedding-model", embedder],
-                            server_env(session_dir)).wait_ready()
-    yield process
-    process.stop()
+    args = ["--model", long_llama, "--dtype", "float32", "--embedding-model", embedder]
+    with running_server(args, session_dir) as process:
+        yield process
 
 
 def _client(*args, stdin: str = "") -> subprocess.CompletedProcess:
