@@ -239,7 +239,9 @@ def test_dev_stdout_as_output_writes_the_records_to_stdout(tiny_llama, tmp_path)
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_keep_whole_records_and_a_rerun_completes(tiny_llama, tmp_path, signum, code):
-    command = _slow_batch(tmp_path, tiny_llama, 30)
+    # 80 records: the continuous-batching engine writes a tiny model's records ~30 ms apart, and 30 of them
+    # once all ended before the signal landed (a fresh-clone CI run, exit 0 instead of 129).
+    command = _slow_batch(tmp_path, tiny_llama, 80)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=interruptible)
@@ -252,4 +254,4 @@ def test_sigterm_and_sighup_keep_whole_records_and_a_rerun_completes(tiny_llama,
     assert text.endswith("\n") and all(json.loads(line) for line in text.splitlines())
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == list(range(1, 31))
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == list(range(1, 81))
