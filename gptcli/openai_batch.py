@@ -19,7 +19,7 @@ CHAT_URL, COMPLETIONS_URL = "/v1/chat/completions", "/v1/completions"
 # Body fields read, and those accepted but without effect here (the model is --model's; a batch
 # file has no stream to hold open; user is bookkeeping).
 SAMPLING_FIELDS = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "seed", "stop", "n",
-                   "presence_penalty", "frequency_penalty")
+                   "presence_penalty", "frequency_penalty", "response_format")
 IGNORED_FIELDS = ("model", "stream", "user")
 MAX_STOPS = 4  # OpenAI's limit
 
@@ -92,6 +92,13 @@ def _messages(messages, where: str) -> tuple[dict, ...]:
 
 def _setting(key: str, value, where: str):
     """A body setting, checked for its type and range (the sampler checks the rest)."""
+    if key == "response_format":  # kept as a Constraint (or None for plain text)
+        from gptcli.engine.constraints import ConstraintError, from_response_format
+
+        try:
+            return from_response_format(value)
+        except ConstraintError as exc:
+            raise InputError(f"{where}: body.response_format: {exc}") from None
     if key == "stop":
         stops = [value] if isinstance(value, str) else value
         if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > MAX_STOPS:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Annotated, List, Optional
 
@@ -10,6 +10,7 @@ import typer
 
 from gptcli.cli import common
 from gptcli.cli import options as opt
+from gptcli.cli import structured
 from gptcli.errors import InputError, UsageError
 
 SAMPLING = "Sampling"
@@ -68,6 +69,10 @@ def generate(
                                                       help="End the output before this string (repeatable).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", rich_help_panel=SAMPLING,
                                              help=f"Samples per prompt, at most {MAX_SAMPLES} (needs --temperature > 0).")] = 1,
+    json_schema: structured.JsonSchema = None,
+    json_object: structured.JsonObject = False,
+    regex: structured.Regex = None,
+    choice: structured.Choice = None,
     stream: Annotated[bool, typer.Option(rich_help_panel=opt.OUTPUT_PANEL,
                                          help="Print a single prompt's tokens as they are made.")] = True,
     json_output: opt.JsonOutput = False,
@@ -94,14 +99,19 @@ def generate(
       gptcli generate --server http://127.0.0.1:8000 "Hello"    # through a running `gptcli serve`
 
       gptcli generate --input batch.jsonl --output-format openai-batch --output results.jsonl  # OpenAI Batch files
+
+      gptcli generate --json-schema person.json "Invent a person" | jq .name    # always parses, always validates
     """
     from gptcli.services.generate import GenerationParams
     from gptcli.engine.sampling import SamplingParams
 
     sampling = SamplingParams(temperature, top_p, top_k, min_p, repetition_penalty, no_repeat_ngram_size, seed,
                               presence_penalty, frequency_penalty)
-    params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size)
+    constraint = structured.constraint_from_options(json_schema, json_object, regex, choice)
+    params = GenerationParams(sampling, tuple(_unescape(s) for s in stop or ()), num_samples, batch_size,
+                              constraint=constraint)
     _validate(params, max_new_tokens, system)
+    structured.refuse_stops(constraint, params.stop)
     _check_adapter(adapter)
     if server:
         common.check_server_args(adapter=adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
@@ -114,7 +124,7 @@ def generate(
                                    top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
                                    presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                                    no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=params.stop,
-                                   num_samples=num_samples)
+                                   num_samples=num_samples, **structured.run_setting(constraint))
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
                json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch)
@@ -268,11 +278,11 @@ class _Run:
         from gptcli.services.batching import auto_batch_size, batch_token_budget, describe_auto_batch
 
         fitted = [self._fit(lm, item) for item in items]
+        structured.check_model(lm, [item.job.params.constraint for item in items])
         params = self.params
         if params.batch_size == 0:
             longest = max(len(f.ids) + f.max_new_tokens for f in fitted)
-            params = gen.GenerationParams(params.sampling, params.stop, params.num_samples, auto_batch_size(lm, longest),
-                                          batch_token_budget(lm))
+            params = replace(params, batch_size=auto_batch_size(lm, longest), max_batch_tokens=batch_token_budget(lm))
             console.log(describe_auto_batch(params.batch_size, params.max_batch_tokens))
         stats = gen.GenerationStats()
         total = sum(item.job.params.num_samples for item in items)
@@ -309,6 +319,7 @@ class _Sink:
         self.samples = samples  # item id -> samples it asks for (-n, or a batch line's n)
         self.streamed = False
         self.length_stops: list[tuple[int, int]] = []  # (tokens written, tokens asked) of results cut at a limit
+        self.incomplete = 0  # constrained results cut at a limit: they do not parse
 
     def is_done(self, item_id) -> bool:
         count = self.samples[item_id]
@@ -321,6 +332,7 @@ class _Sink:
     def write(self, item: Item, completion) -> None:
         if completion.finish_reason == "length":
             self.length_stops.append((completion.generated_tokens, item.job.max_new_tokens))
+            self.incomplete += item.job.params.constraint is not None
         # A streamed result is already on stdout: only its line end is missing.
         self.results.emit(self._record(item, completion), "" if self.streamed else completion.text)
 
@@ -336,6 +348,7 @@ class _Sink:
     def finish_note(self, total: int, max_new_tokens: int) -> None:
         from gptcli import console
 
+        structured.incomplete_note(self.incomplete, total)
         if not self.length_stops:
             return
         # A budget lowered to fit the context is a smaller limit than asked: name what was used.

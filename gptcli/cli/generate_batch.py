@@ -47,12 +47,13 @@ def job_for(item, params, max_new_tokens: int, raw: bool) -> ItemJob:
 
     request = getattr(item, "batch", None)
     if request is None:
-        return ItemJob(params, max_new_tokens, raw)
+        return ItemJob(_with_record_schema(item, params), max_new_tokens, raw)
     given = request.settings
     sampling = replace(params.sampling, **{k: given[k] for k in ("temperature", "top_p", "seed", "presence_penalty",
                                                                "frequency_penalty") if k in given})
     job = ItemJob(replace(params, sampling=sampling, stop=given.get("stop", params.stop),
-                          num_samples=given.get("n", params.num_samples)),
+                          num_samples=given.get("n", params.num_samples),
+                          constraint=given.get("response_format", params.constraint)),
                   given.get("max_completion_tokens", given.get("max_tokens", max_new_tokens)),
                   raw or request.url == openai_batch.COMPLETIONS_URL)
     try:
@@ -61,7 +62,27 @@ def job_for(item, params, max_new_tokens: int, raw: bool) -> ItemJob:
         raise InputError(f"{item.prompt.where}: body settings: {_json_names(exc.message)}") from None
     if job.params.num_samples > 1 and sampling.greedy:
         raise InputError(f"{item.prompt.where}: body.n above 1 needs a temperature above 0")
+    if job.params.constraint is not None and job.params.stop:
+        raise InputError(f"{item.prompt.where}: body.stop cannot be combined with a response_format: a stop "
+                         f"string could cut the output before it is complete")
     return job
+
+
+def _with_record_schema(item, params):
+    """The run's settings, with the record's own ``schema`` field as its output constraint."""
+    if "schema" not in item.fields:
+        return params
+    from gptcli.engine.constraints import ConstraintError, json_schema
+
+    where = item.prompt.where
+    try:
+        constraint = json_schema(item.fields["schema"])
+    except ConstraintError as exc:
+        raise InputError(f"{where}: field 'schema': {exc}") from None
+    if params.stop:
+        raise InputError(f"{where}: field 'schema' cannot be combined with --stop: a stop string could cut "
+                         f"the output before it is complete")
+    return replace(params, constraint=constraint)
 
 
 def _json_names(message: str) -> str:
@@ -81,6 +102,7 @@ class BatchResultSink:
         self.model, self.jobs = model, jobs
         self._choices: dict = {}
         self.length_stops: list[int] = []
+        self.incomplete = 0  # constrained choices cut at their limit: they do not parse
 
     def is_done(self, item_id) -> bool:
         return self.results.is_done((item_id,))
@@ -90,6 +112,7 @@ class BatchResultSink:
 
         if completion.finish_reason == "length":
             self.length_stops.append(completion.generated_tokens)
+            self.incomplete += self.jobs[item.id].params.constraint is not None
         choices = self._choices.setdefault(item.id, [])
         choices.append(completion)
         if len(choices) == self.jobs[item.id].params.num_samples:
@@ -98,7 +121,9 @@ class BatchResultSink:
 
     def finish_note(self, total: int, max_new_tokens: int) -> None:
         from gptcli import console
+        from gptcli.cli.structured import incomplete_note
 
+        incomplete_note(self.incomplete, total)
         if self.length_stops:
             console.warn(f"{len(self.length_stops)} of {total} choices stopped at their token limit "
                          f"(finish_reason \"length\"); raise max_tokens for longer output")

@@ -61,7 +61,8 @@ def _body(run, model: str | None, item, key: str, run_seed: int | None) -> dict:
     return {"model": model, "prompt": prompt.text, "messages": list(prompt.messages) if prompt.messages else None,
             "where": prompt.where, "system": run.system, "raw": job.raw, "truncate": run.truncate,
             "max_new_tokens": job.max_new_tokens, "sampling": asdict(sampling), "stop": list(job.params.stop),
-            "num_samples": job.params.num_samples, "key": key}
+            "num_samples": job.params.num_samples, "key": key,
+            "constraint": [job.params.constraint.kind, job.params.constraint.spec] if job.params.constraint else None}
 
 
 def _streamed(client, body: dict, sink) -> dict:

@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Iterator
 
+from gptcli.engine.constraints import Constraint
 from gptcli.engine.sampling import SamplingParams
 
 FINISH_STOP, FINISH_EOS, FINISH_LENGTH, FINISH_CANCELLED = "stop", "eos", "length", "cancelled"
@@ -25,6 +26,7 @@ class Request:
     ``key`` seeds the request's random stream together with its sampling seed: the same
     seed, key and ids give the same tokens whatever else runs beside them. ``logprobs``:
     None for none, 0 for the chosen tokens' log-probabilities, k for those and the k likeliest.
+    ``constraint``: what the output must match (a JSON schema, a pattern, choices), or None.
     """
 
     id: Hashable
@@ -35,6 +37,7 @@ class Request:
     key: str = ""
     logprobs: int | None = None
     stream: bool = False  # emit Delta events as text becomes final
+    constraint: Constraint | None = None
 
 
 @dataclass(frozen=True)

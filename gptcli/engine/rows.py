@@ -18,6 +18,7 @@ class Row:
     last: int = 0  # the token fed next (the one just picked)
     history: list[int] | None = None  # prompt + generated ids, for penalties that read them
     logprobs: list[TokenLogprob] | None = None
+    grammar: object = None  # a constraints.RowGrammar when the request has a constraint
     _logprobs_sent: int = field(default=0, repr=False)
 
     def advance(self, token: int, eos_ids: set[int], logprob: TokenLogprob | None) -> list:
@@ -41,7 +42,11 @@ class Row:
     def _finish_reason(self, token: int, eos_ids: set[int]) -> str | None:
         if token in eos_ids:
             return FINISH_EOS
+        if self.grammar is not None:
+            self.grammar.take(token)
         if self.text.add(token):
+            return FINISH_STOP
+        if self.grammar is not None and self.grammar.complete:  # whole: only EOS could follow
             return FINISH_STOP
         if len(self.text.ids) >= self.request.max_new_tokens:
             return FINISH_LENGTH

@@ -36,7 +36,7 @@ class Scheduler:
                  stats: GenerationStats | None = None):
         from gptcli.engine.kvcache import reserved_cache_for
 
-        self.model, self.tokenizer = lm.model, lm.tokenizer
+        self.lm, self.model, self.tokenizer = lm, lm.model, lm.tokenizer
         self.device = lm.model.device
         self.batch_size = max(1, batch_size)
         self.max_batch_tokens = max_batch_tokens
@@ -140,7 +140,14 @@ class Scheduler:
         stream = picker.generators([request.key])
         return Row(request, RowText(self.tokenizer, request.stop), stream[0] if stream else None,
                    position=len(request.ids) - 1, history=list(request.ids) if picker.needs_history else None,
-                   logprobs=[] if request.logprobs is not None else None)
+                   logprobs=[] if request.logprobs is not None else None, grammar=self._grammar(request))
+
+    def _grammar(self, request: Request):
+        if request.constraint is None:
+            return None
+        from gptcli.engine.constraints import RowGrammar, grammar_tokenizer
+
+        return RowGrammar(grammar_tokenizer(self.lm), request.constraint)
 
     def _place(self, prefilled: list[Row], alive: list[int], prefill, attention, width: int) -> None:
         """Put the newly prefilled rows still running (``alive``) into free slots of the batch."""
@@ -234,6 +241,7 @@ class Scheduler:
         import torch
 
         picked: list = [None] * len(rows)
+        raw, logits = logits, _constrained(rows, logits)
         groups: dict = {}
         for n, row in enumerate(rows):
             groups.setdefault(row.request.sampling, []).append(n)
@@ -247,8 +255,8 @@ class Scheduler:
             streams = [rows[n].stream for n in members] if not picker.greedy else None
             generated = [rows[n].text.ids for n in members] if picker.needs_generated else None
             tokens = picker(history, group_logits, streams, generated).tolist()
-            for k, n in enumerate(members):
-                picked[n] = (tokens[k], _logprob(group_logits[k], tokens[k], rows[n].request.logprobs))
+            for k, n in enumerate(members):  # the model's own log-probabilities, before any constraint
+                picked[n] = (tokens[k], _logprob(raw[n], tokens[k], rows[n].request.logprobs))
         return picked
 
     def _picker(self, sampling):
@@ -320,6 +328,21 @@ class Scheduler:
         config = self.model.config
         config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
         return config.num_hidden_layers
+
+
+def _constrained(rows: list[Row], logits):
+    """The logits with every token a row's grammar does not allow next set to -inf."""
+    members = [n for n, row in enumerate(rows) if row.grammar is not None]
+    if not members:
+        return logits
+    import torch
+
+    from gptcli.engine.constraints import allowed_tokens
+
+    allowed = allowed_tokens([rows[n].grammar for n in members], logits.shape[-1], logits.device)
+    index = torch.tensor(members, device=logits.device)
+    masked = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
+    return logits.index_copy(0, index, masked)
 
 
 def _reach(request: Request) -> int:

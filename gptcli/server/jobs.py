@@ -42,6 +42,16 @@ class Job:
         return engine_id[1]
 
 
+def check_constrainable(lm) -> None:
+    """Raises ApiError 400 when the served model's tokenizer cannot be used for response_format."""
+    from gptcli.engine.constraints import ConstraintError, grammar_tokenizer
+
+    try:
+        grammar_tokenizer(lm)
+    except ConstraintError as exc:
+        raise bad_request(f"'response_format': {exc}", "response_format") from None
+
+
 def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[int]) -> Job:
     """Engine requests for ``prompts`` (each with its token budget), ``n`` choices each.
 
@@ -53,13 +63,14 @@ def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[in
     choices = body.n or 1
     job_id = new_request_id()
     logprobs = body.logprob_count()
+    constraint = body.constraint()
     requests = []
     for number, (ids, budget) in enumerate(zip(prompts, budgets)):
         for sample in range(choices):
             index = number * choices + sample
             key = str(index) if sampling.seed is not None else f"{job_id}:{index}"
             requests.append(Request((job_id, index), tuple(ids), budget, sampling, stops, key, logprobs,
-                                    stream=bool(body.stream)))
+                                    stream=bool(body.stream), constraint=constraint))
     return Job(kind, job_id, model, tuple(requests), sum(len(ids) for ids in prompts), logprobs,
                body.include_usage(), int(time.time()))
 

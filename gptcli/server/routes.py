@@ -56,12 +56,15 @@ def _checked(body, served) -> str:
     name = check_model(body.model, served.name)
     schemas.refuse_unsupported(body)
     body.stop_strings()
+    body.constraint()
     body.logprob_count()
     jobs.sampling_of(body)
     return name.id
 
 
 async def _run(job: jobs.Job, served, request: Request):
+    if job.requests[0].constraint is not None:
+        await served.host.prepare(jobs.check_constrainable, served.lm)
     submission = served.host.submit(list(job.requests))  # 429 here, before any byte is sent
     tokenizer = served.lm.tokenizer
     if job.requests[0].stream:

@@ -52,6 +52,26 @@ class _Sampling(_Body):
     presence_penalty: Optional[Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]] = None
     frequency_penalty: Optional[Annotated[float, Field(ge=-2, le=2, allow_inf_nan=False)]] = None
     logit_bias: Optional[dict[str, float]] = None
+    response_format: Optional[dict] = None
+
+    def constraint(self):
+        """The output constraint ``response_format`` asks for (engine.constraints), or None.
+
+        Raises:
+            ApiError: 400 naming response_format when it cannot be enforced, or with ``stop``.
+        """
+        if self.response_format is None:
+            return None
+        from gptcli.engine.constraints import ConstraintError, from_response_format
+
+        try:
+            constraint = from_response_format(self.response_format)
+        except ConstraintError as exc:
+            raise bad_request(f"'response_format': {exc}", "response_format") from None
+        if constraint is not None and self.stop_strings():
+            raise bad_request("'stop' cannot be combined with a response_format: a stop string could cut the "
+                              "output before it is complete", "stop")
+        return constraint
 
     def limit(self) -> int | None:
         """The token budget asked for, if any."""
@@ -121,10 +141,6 @@ def refuse_unsupported(body: _Sampling) -> None:
         if extra.get(name):
             raise ApiError(400, f"'{name}' is not supported by this server (text in, text out only)", name,
                            "unsupported_parameter")
-    response_format = extra.get("response_format")
-    if isinstance(response_format, dict) and response_format.get("type") not in (None, "text"):
-        raise ApiError(400, "'response_format' other than text is not supported by this server",
-                       "response_format", "unsupported_parameter")
     if isinstance(body, CompletionRequest):
         _refuse_completion_extras(body)
 

@@ -42,6 +42,7 @@ class GenerateTask(BaseModel):
     num_samples: int = 1
     key: str = "0"
     stream: bool = False
+    constraint: Optional[list[str]] = None  # [kind, spec] of engine.constraints.Constraint
 
 
 @router.get("/gptcli/v1/info")
@@ -66,9 +67,10 @@ async def generate_task(body: GenerateTask, request: Request):
     if body.model is not None:
         check_model(body.model, served.name)
     sampling = _sampling(body.sampling)
+    constraint = await served.host.prepare(_constraint, served.lm, body.constraint)
     fitted = await served.host.prepare(_fit, served.lm, body)
     job_id = new_request_id()
-    submission = served.host.submit(_requests(body, fitted, sampling, job_id))
+    submission = served.host.submit(_requests(body, fitted, sampling, job_id, constraint))
     notes = [fitted.note] if fitted.note else []
     if body.stream:
         return _streamed(submission, notes)
@@ -94,6 +96,22 @@ def _sampling(fields: dict):
     return sampling
 
 
+def _constraint(lm, given: list[str] | None):
+    """The command's output constraint, checked here as a local run checks it (400 as usage errors)."""
+    if given is None:
+        return None
+    from gptcli.engine.constraints import KINDS, Constraint, ConstraintError, checked, grammar_tokenizer
+
+    try:
+        if len(given) != 2 or given[0] not in KINDS:
+            raise ConstraintError(f"constraint must be [kind, spec] with kind one of {', '.join(KINDS)}")
+        constraint = checked(Constraint(*given))
+        grammar_tokenizer(lm)
+    except ConstraintError as exc:
+        raise refused(UsageError(f"the output constraint: {exc}")) from None
+    return constraint
+
+
 def _fit(lm, body: GenerateTask):
     from gptcli.services.prompting import Prompt, fit_prompt
 
@@ -104,12 +122,13 @@ def _fit(lm, body: GenerateTask):
         raise refused(exc) from None
 
 
-def _requests(body: GenerateTask, fitted, sampling, job_id: str) -> list:
+def _requests(body: GenerateTask, fitted, sampling, job_id: str, constraint) -> list:
     from gptcli.engine.api import Request
 
     # The key is the input's and the sample's, as in a local run: seeded samples come out the same.
     return [Request((job_id, s), tuple(fitted.ids), fitted.max_new_tokens, sampling, tuple(body.stop),
-                    key=f"{body.key}:{s}", stream=body.stream) for s in range(body.num_samples)]
+                    key=f"{body.key}:{s}", stream=body.stream, constraint=constraint)
+            for s in range(body.num_samples)]
 
 
 def _completion(event: Finished, sample: int) -> dict:

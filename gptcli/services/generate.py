@@ -11,6 +11,7 @@ from typing import Iterable, Iterator
 
 from gptcli.engine.api import FINISH_EOS, FINISH_LENGTH, FINISH_STOP, GenerationStats  # noqa: F401  (read here)
 from gptcli.services.prompting import Fitted
+from gptcli.engine.constraints import Constraint
 from gptcli.engine.sampling import SamplingParams
 
 
@@ -21,6 +22,7 @@ class GenerationParams:
     num_samples: int = 1
     batch_size: int = 8
     max_batch_tokens: int | None = None  # rows x (prompt + new tokens) per batch; None: rows only
+    constraint: Constraint | None = None  # what every output must match (engine.constraints)
 
 
 @dataclass
@@ -101,4 +103,4 @@ def _request(prompt: Fitted, request_id: tuple[int, int], key: str, params: Gene
     from gptcli.engine.api import Request
 
     return Request(request_id, tuple(prompt.ids), prompt.max_new_tokens, params.sampling, params.stop, key,
-                   stream=stream)
+                   stream=stream, constraint=params.constraint)
