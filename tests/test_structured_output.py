@@ -193,3 +193,22 @@ def test_a_bad_record_schema_names_its_line(cli, tmp_path):
     result = cli("generate", "-m", tmp_path / "no-such-model", "--input", batch)
     assert result.exit_code == 2
     assert f"{batch}:2: field 'schema'" in result.stderr and '["not"]' in result.stderr
+
+
+def test_a_tokenizer_the_grammar_engine_cannot_use_is_exit_2_not_free_text(cli, tmp_path):
+    """A model folder whose tokenizer has more tokens than the model has logits (a mismatched
+    tokenizer): constrained decoding cannot map it, so the run stops instead of going on unconstrained."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests import tiny_models
+
+    tokenizer = tiny_models.train_tokenizer(chat=True, vocab_size=300)
+    config = LlamaConfig(vocab_size=len(tokenizer) - 40, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    tiny_models._save(LlamaForCausalLM(config), tokenizer, tmp_path / "mismatched")
+    result = cli("generate", "hi", "-m", tmp_path / "mismatched", "--json-object")
+    assert result.exit_code == 2, result.stderr
+    assert "cannot be used for constrained decoding" in result.stderr and result.stdout == ""
