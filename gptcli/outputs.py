@@ -313,6 +313,66 @@ def _scan(path: Path, key_fields: tuple[str, ...], output: str) -> tuple[dict, i
     return done, good, False
 
 
+# ---------------------------------------------------------------- whole files (a NumPy array)
+
+
+@dataclass
+class WholeFile:
+    """An --output written once, whole, when its run ends (`gptcli embed --format npy`).
+
+    The same ownership and identity rules as a results file, but nothing to resume: an array
+    has no records to append to. ``done``: it already holds this very run's results.
+    """
+
+    path: Path
+    run: RunRecord
+    done: bool = False
+
+
+def open_whole_file(output: str, run: RunRecord, overwrite: bool = False) -> WholeFile:
+    """Check --output for a run that writes it whole at the end.
+
+    Raises:
+        UsageError: the file is not gptcli's, holds another run's results (unless ``overwrite``),
+            or is a stream.
+    """
+    path = Path(output).expanduser()
+    if _is_stream(path):
+        raise UsageError(f"--output {output} is not a regular file; an array is written whole at the end: "
+                         f"give a file name")
+    saved = _check_owner(path, output, run_record_path(path))
+    if saved is None or not path.exists() or path.stat().st_size == 0 or overwrite:
+        return WholeFile(path, run)
+    _check_same_run(saved, run, output)
+    if saved.get("inputs") != run.inputs:
+        raise UsageError(f"--output {output} holds the results of other inputs (an array is written whole, "
+                         f"so changed or added inputs make another run); give a new --output, or add "
+                         f"--overwrite to replace it")
+    return WholeFile(path, run, done=True)
+
+
+def write_whole_file(file: WholeFile, write) -> None:
+    """``write(handle)`` into a temporary file beside it, then rename it over the --output and record the run.
+
+    A run stopped before the end leaves the old file (or none), never half an array.
+    """
+    temp = file.path.with_name(f".gptcli-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, file.path)
+    except OSError as exc:
+        raise GptcliError(f"cannot write {file.path}: {exc.strerror}; free some space or make the folder "
+                          f"writable, then rerun") from None
+    finally:
+        temp.unlink(missing_ok=True)
+    # After the rename: a crash between the two leaves a file the old record does not match, which a
+    # rerun refuses, rather than a record that vouches for a file that was never written.
+    _write_run_record(run_record_path(file.path), file.run)
+
+
 def read_results(path: str) -> list[tuple[str, dict]]:
     """("file:line", record) for each record of a results file in the form gptcli writes them (JSON
     lines, each an object with an id), whatever the file's name: an --output file of an earlier run.
@@ -358,3 +418,4 @@ def _write_run_record(record_path: Path, run: RunRecord) -> None:
             temp.unlink(missing_ok=True)
         raise GptcliError(f"cannot write {record_path}: {exc.strerror}; free some space or make "
                           f"the folder writable, then rerun") from None
+

@@ -12,7 +12,8 @@ from gptcli.cli.options import VERBOSE_HELP
 
 app = typer.Typer(
     name="gptcli",
-    help="Hugging Face language models from the terminal: generate, finetune, classify, summarize, translate, serve.\n\n"
+    help="Hugging Face language models from the terminal: generate, chat, embed, classify, summarize, translate, "
+         "eval, finetune, serve.\n\n"
          "Results go to stdout, everything else to stderr. Exit codes: 0 ok, 1 failure, 2 bad input, 130 interrupted.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -50,6 +51,9 @@ def _register() -> None:
 
     app.command(name="generate", no_args_is_help=False)(generate.generate)
     app.command(name="classify", no_args_is_help=False)(classify.classify)
+    from gptcli.cli import embed
+
+    app.command(name="embed", no_args_is_help=False)(embed.embed)
     app.command(name="finetune")(finetune.finetune)
     app.command(name="summarize", no_args_is_help=False)(summarize.summarize)
     app.command(name="translate", no_args_is_help=False)(translate.translate)

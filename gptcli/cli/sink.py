@@ -63,3 +63,49 @@ class ResultSink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ArraySink:
+    """`gptcli embed --format npy`: the vectors collected in input order, saved as one NumPy array
+    (float32, a row per input) when the run ends; a run that stops early writes nothing.
+
+    ``is_done`` is all or nothing: the --output already holds this run's array, or nothing is done.
+    """
+
+    json_output = False
+    writes_stdout = False
+
+    def __init__(self, output: str, run, overwrite: bool = False):
+        from gptcli.outputs import open_whole_file
+
+        self.output = output
+        self.file = open_whole_file(output, run, overwrite)
+        self.rows: list = []
+        self.expected = len(run.inputs)
+
+    def is_done(self, key: tuple) -> bool:
+        return self.file.done
+
+    def emit(self, record: dict[str, Any], text: str) -> None:
+        import numpy
+
+        # float32 as it comes: Python floats would take 6x the memory of the array itself.
+        self.rows.append(numpy.asarray(record["embedding"], dtype=numpy.float32))
+
+    def close(self) -> None:
+        if self.file.done or len(self.rows) != self.expected:
+            return
+        import numpy
+
+        from gptcli.outputs import write_whole_file
+
+        array = numpy.stack(self.rows)
+        write_whole_file(self.file, lambda handle: numpy.save(handle, array, allow_pickle=False))
+        console.log(f"wrote {array.shape[0]} vectors of {array.shape[1]} to {self.output}")
+
+    def __enter__(self) -> "ArraySink":
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:  # an error or Ctrl-C part way: no array, and the old file stays
+            self.close()

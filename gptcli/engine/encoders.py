@@ -1,4 +1,7 @@
-"""The engine for encoder models (sentence embeddings, classifier heads): a batch in, numbers out."""
+"""The engine for encoder models (sentence embeddings, classifier heads): a batch in, numbers out.
+
+Pooling, normalising and batching texts into vectors are services.embed's work.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +19,18 @@ class EncoderEngine:
         with torch.inference_mode():
             return self.model(**batch).logits.float().cpu()
 
-    def embed(self, batch):
-        """Sentence vectors: the last hidden states mean-pooled over real tokens, normalised (CPU)."""
+    def token_states(self, batch):
+        """The last hidden state of every token (batch, tokens, width), on the model's device.
+
+        A causal LM set up as an embedding model runs without its LM head (``base_model``): the
+        head's vocabulary-wide logits would cost more than the model and are not used.
+        """
         import torch
 
         with torch.inference_mode():
-            hidden = self.model(**batch).last_hidden_state.float()
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
+            return self.base(**batch).last_hidden_state
+
+    @property
+    def base(self):
+        base = getattr(self.model, "base_model", None)
+        return self.model if base is None else base

@@ -2,8 +2,8 @@
 
 Loaded lazily: a server used only for chat never pays its load time or memory; the first
 embeddings request waits for the load (a second or two for MiniLM), later ones do not.
-Vectors are mean-pooled over real tokens and normalised, as classify's embedding scorer
-computes them (the model's sentence-transformers pooling for all-MiniLM-L6-v2).
+Vectors are made by services.embed, as `gptcli embed` makes them: the pooling and
+normalisation the model's sentence-transformers config asks for (mean and unit length without one).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Request
 
-from gptcli.errors import GptcliError, InputError
+from gptcli.errors import GptcliError
 from gptcli.server.errors import SERVER_ERROR, ApiError, bad_request
 from gptcli.server.naming import check_model, served_name
 from gptcli.server.schemas import EmbeddingRequest
@@ -75,18 +75,12 @@ class Embedder:
 
 
 def _embed(lm, texts: list[str]) -> tuple[list, list[int]]:
-    from gptcli.services.classify_encoders import embed
-    from gptcli.services.prompting import MAX_CHARS_PER_TOKEN
+    from gptcli.services.embed import EmbedParams, TextTooLong, embed
 
-    context = lm.context_length
-    for index, text in enumerate(texts):
-        if context is not None and len(text) > context * MAX_CHARS_PER_TOKEN:  # cannot fit: refuse before tokenizing
-            raise ApiError(413, f"input[{index}] is {len(text):,} characters, far more than the embedding "
-                                f"model's context of {context} tokens; shorten it", "input", "context_length_exceeded")
     try:
-        vectors, lengths = embed(lm, texts, EMBED_BATCH)  # classify's pooling: one way to embed
-    except InputError as exc:
-        raise ApiError(413, exc.message, "input", "context_length_exceeded") from None
+        vectors, lengths = embed(lm, texts, EmbedParams(EMBED_BATCH))  # `gptcli embed`'s code and defaults
+    except TextTooLong as exc:
+        raise ApiError(413, exc.at(f"input[{exc.index}]"), "input", "context_length_exceeded") from None
     return vectors.tolist(), lengths
 
 

@@ -98,7 +98,8 @@ class NliScorer:
 class EmbeddingScorer:
     """Zero-shot with a sentence-embedding model: cosine similarity to each label's description.
 
-    Embeddings are mean-pooled over real tokens (the attention mask) and normalised.
+    Embeddings are pooled as the model's config asks (mean over real tokens without one) and
+    normalised (services.embed).
     When calibrating (by default only for multi-label), evidence is the similarity
     minus the label's similarity to content-free inputs, so a description that is
     close to everything gains nothing.
@@ -164,17 +165,13 @@ class EmbeddingScorer:
 
 
 def embed(lm, texts: Sequence[str], batch_size: int):
-    """Normalised sentence vectors of ``texts`` (a tensor, rows in order) and their token counts.
+    """Unit-length sentence vectors of ``texts`` (a tensor, rows in order) and their token counts,
+    pooled as the model's config asks (services.embed); always unit length, for cosine similarity.
 
     Raises:
         InputError: a text longer than the model's context.
     """
-    import torch
+    from gptcli.services.embed import EmbedParams
+    from gptcli.services.embed import embed as embed_texts
 
-    engine = EncoderEngine(lm)
-    chunks, lengths = [], []
-    for start in range(0, len(texts), batch_size):
-        batch, used = _encode(lm, texts[start:start + batch_size])
-        chunks.append(engine.embed(batch))
-        lengths.extend(used)
-    return torch.cat(chunks), lengths
+    return embed_texts(lm, texts, EmbedParams(batch_size, normalize=True, full_context=True))
