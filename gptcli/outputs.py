@@ -419,3 +419,26 @@ def _write_run_record(record_path: Path, run: RunRecord) -> None:
         raise GptcliError(f"cannot write {record_path}: {exc.strerror}; free some space or make "
                           f"the folder writable, then rerun") from None
 
+
+# ---------------------------------------------------------------- whole files a command saves (chat's /save)
+
+
+def save_whole(target: str, text: str, run: RunRecord) -> None:
+    """Write ``text`` as the whole of ``target``, atomically, with its run record beside it: into a new
+    or empty file, or one ``run.command`` saved before (its run record says so), never another.
+
+    Raises:
+        UsageError: the file exists and ``run.command`` did not write it (it is left as it was).
+        GptcliError: it cannot be written.
+    """
+    path = Path(target).expanduser()
+    record_path = run_record_path(path)
+    saved = _read_run_record(record_path)
+    ours = saved is not None and saved.get("command") == run.command
+    if path.is_dir():
+        raise UsageError(f"{target} is a folder; give a file name")
+    if path.exists() and path.stat().st_size and not ours:
+        whose = (f"holds results of `gptcli {saved['command']}`" if saved else
+                 f"was not written by `gptcli {run.command}` (there is no {record_path.name} beside it)")
+        raise UsageError(f"{target} {whose}; it was left as it is: give a new file name, or move it aside")
+    write_whole_file(WholeFile(path, run), lambda handle: handle.write(text.encode("utf-8")))

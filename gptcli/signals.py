@@ -80,6 +80,13 @@ def _note_interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def forget_interrupt() -> None:
+    """A Ctrl-C was handled and the run goes on (chat stopped a reply): a later signal ends the run
+    as its own (a SIGTERM is otherwise ignored as "already ending")."""
+    global received
+    received = None
+
+
 def exit_code() -> int:
     """130 for Ctrl-C, 128 + n for the other signals."""
     return 128 + (received or signal.SIGINT)

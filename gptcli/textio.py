@@ -71,6 +71,23 @@ def read_stdin() -> str:
     return _decode(data, "stdin").lstrip("\ufeff")
 
 
+def stdin_lines() -> Iterator[str]:
+    """stdin a line at a time, as each arrives (so a script can answer what it reads back): strict
+    UTF-8, the line end (and a \\r before it) and a leading BOM dropped.
+
+    Raises:
+        InputError: a line that is not UTF-8 or holds a NUL byte, named as stdin:N.
+    """
+    for number, raw in enumerate(iter(sys.stdin.buffer.readline, b""), start=1):
+        try:
+            text = _decode(raw, "stdin")
+        except InputError as exc:  # _decode counts lines in what it is given: here, one
+            raise InputError(exc.message.replace("stdin:1:", f"stdin:{number}:", 1)) from None
+        text = text[:-1] if text.endswith("\n") else text
+        text = text[:-1] if text.endswith("\r") else text
+        yield text.lstrip("\ufeff") if number == 1 else text
+
+
 def check_argument(text: str, what: str) -> str:
     """``text`` from the command line, refused if it is not valid Unicode.
 

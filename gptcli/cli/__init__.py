@@ -59,6 +59,9 @@ def _register() -> None:
     app.command(name="translate", no_args_is_help=False)(translate.translate)
     app.add_typer(eval_cli.app, name="eval")
     app.command(name="serve")(serve.serve)
+    from gptcli.cli import chat
+
+    app.command(name="chat", no_args_is_help=False)(chat.chat)
 
 
 _register()

@@ -82,3 +82,17 @@ Server = Annotated[Optional[str], typer.Option(
     "--server", envvar="GPTCLI_SERVER", rich_help_panel=MODEL_PANEL, show_envvar=True,
     help="Send the work to a running `gptcli serve` at this URL (e.g. http://127.0.0.1:8000) instead of loading "
          "the model here: no import or load time, the same results.")]
+
+# Sampling, as `gptcli generate` words it (its own options are still declared in cli/generate.py).
+SAMPLING_PANEL = "Sampling"
+System = Annotated[Optional[str], typer.Option(rich_help_panel=INPUT_PANEL, help="A system prompt (chat models).")]
+MaxNewTokens = Annotated[int, typer.Option(rich_help_panel=SAMPLING_PANEL, help="Most tokens to generate.")]
+Temperature = Annotated[float, typer.Option(rich_help_panel=SAMPLING_PANEL, help="0 is greedy (deterministic).")]
+TopP = Annotated[float, typer.Option(rich_help_panel=SAMPLING_PANEL, help="Nucleus sampling mass, in (0, 1].")]
+TopK = Annotated[int, typer.Option(rich_help_panel=SAMPLING_PANEL, help="Sample from the k likeliest; 0 is off.")]
+MinP = Annotated[float, typer.Option(rich_help_panel=SAMPLING_PANEL,
+                                     help="Drop tokens below this share of the likeliest; 0 is off.")]
+RepetitionPenalty = Annotated[float, typer.Option(rich_help_panel=SAMPLING_PANEL,
+                                                  help="1 is off; 1.1-1.3 curbs loops.")]
+Seed = Annotated[Optional[int], typer.Option(rich_help_panel=SAMPLING_PANEL,
+                                             help="Same seed, same output: 0 to 4294967295 (2**32-1).")]
