@@ -48,8 +48,12 @@ class SummarizeParams:
     batch_size: int = 8
     max_input_tokens: int | None = None  # read at most this many document tokens per call
     max_batch_tokens: int | None = None  # see GenerationParams
+    # Causal LMs: OpenAI-style penalties on the tokens generated so far (not the document); see SamplingParams
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     def validate(self) -> None:
+        _sampling(self).validate()
         if self.length not in LENGTHS:
             raise UsageError(f"--length must be one of {', '.join(LENGTHS)}, got {self.length!r}")
         if self.overflow not in OVERFLOWS:
@@ -129,8 +133,8 @@ class Summarizer:
 
     def __post_init__(self) -> None:
         self.params.validate()
-        self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats,
-                              max_batch_tokens=self.params.max_batch_tokens, stop=STOP, sampling=_sampling())
+        self._runner = Runner(self.lm, self.params.batch_size, stats=self.stats, stop=STOP,
+                              max_batch_tokens=self.params.max_batch_tokens, sampling=_sampling(self.params))
         self._counter = chunking.TokenCounter(self.lm.tokenizer)
         self.final_tokens = self._final_tokens()
         self.final_budget = self._budget("final", self.final_tokens)
@@ -328,10 +332,11 @@ def summary_results(lm, params: SummarizeParams, documents: list[tuple[str, str]
         yield result
 
 
-def _sampling():
+def _sampling(params: SummarizeParams):
     from gptcli.engine.sampling import SamplingParams
 
-    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
+    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM,
+                          presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty)
 
 
 def _seq2seq_prefix(lm) -> str:

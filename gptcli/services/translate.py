@@ -35,6 +35,9 @@ class TranslateParams:
     max_new_tokens: int | None = None  # per segment; None: twice its length plus a margin
     segment_tokens: int = SEGMENT_TOKENS
     max_batch_tokens: int | None = None  # see GenerationParams
+    # Causal LMs: OpenAI-style penalties on the tokens generated so far (not the source); see SamplingParams
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
     @property
     def row_tokens(self) -> int:
@@ -86,8 +89,10 @@ class Translator:
 
     def translate(self, lines: Iterable[str]) -> Iterator[Translation]:
         """Translations of ``lines`` in order, one per line (blank for blank)."""
+        sampling = _sampling(self.params)
+        sampling.validate()
         runner = Runner(self.lm, self.params.batch_size, self.route.generate_kwargs, self.stats,
-                        self.params.max_batch_tokens, stop=STOP, sampling=_sampling())
+                        self.params.max_batch_tokens, stop=STOP, sampling=sampling)
         budget = self.segment_budget()
         counter = chunking.TokenCounter(self.lm.tokenizer)
         window: list[tuple[int, str]] = []
@@ -199,10 +204,11 @@ def _finish_reason(outputs: list) -> str | None:
     return FINISH_STOP if any(o.finish_reason == FINISH_STOP for o in outputs) else FINISH_EOS
 
 
-def _sampling():
+def _sampling(params: TranslateParams):
     from gptcli.engine.sampling import SamplingParams
 
-    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM)
+    return SamplingParams(repetition_penalty=REPETITION_PENALTY, no_repeat_ngram_size=NO_REPEAT_NGRAM,
+                          presence_penalty=params.presence_penalty, frequency_penalty=params.frequency_penalty)
 
 
 def _one_line(text: str) -> str:
