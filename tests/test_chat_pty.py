@@ -52,9 +52,10 @@ def until_prompt(child: pexpect.spawn) -> str:
 
 @pytest.fixture(scope="module")
 def long_llama(session_dir):
-    """A tiny chat model with room (1024 tokens) for replies long enough to interrupt."""
-    folder = session_dir / "chat-llama-1k"
-    return folder if folder.exists() else tiny_models.build_llama(folder, context=1024)
+    """A tiny chat model with room (1024 tokens) for replies long enough to interrupt, and that never
+    ends one early: a reply shorter than the time Ctrl-C takes to arrive would end before it."""
+    folder = session_dir / "chat-llama-1k-never-ends"
+    return folder if folder.exists() else tiny_models.build_llama(folder, context=1024, never_ends=True)
 
 
 def test_a_terminal_session_streams_stops_saves_resets_and_exits(long_llama, session_dir, tmp_path):

@@ -41,8 +41,12 @@ def train_tokenizer(chat: bool, vocab_size: int = 300):
     return fast
 
 
-def build_llama(folder: Path, seed: int = 0, context: int = 128, vocab_size: int = 300) -> Path:
-    """A 2-layer Llama with a chat template (like the default model, but tiny)."""
+def build_llama(folder: Path, seed: int = 0, context: int = 128, vocab_size: int = 300,
+                never_ends: bool = False) -> Path:
+    """A 2-layer Llama with a chat template (like the default model, but tiny).
+
+    ``never_ends``: EOS is never sampled, so every reply runs to its token budget (a test that
+    interrupts a reply needs one that cannot end on its own first)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -53,8 +57,25 @@ def build_llama(folder: Path, seed: int = 0, context: int = 128, vocab_size: int
                          pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if never_ends:
+        _never_sample_eos(model, tokenizer.eos_token_id)
     _save(model, tokenizer, folder)
     return folder
+
+
+def _never_sample_eos(model, eos_id: int) -> None:
+    """Hidden dimension 0 holds a constant 10 from every embedding, and no layer writes to it, so
+    after the final norm it is always positive; EOS's output row reads only that dimension, with a
+    large negative weight: its logit is about -800 whatever the input."""
+    import torch
+
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 10.0
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0.0
+            layer.mlp.down_proj.weight[0, :] = 0.0
+        model.lm_head.weight[eos_id, :] = 0.0
+        model.lm_head.weight[eos_id, 0] = -100.0
 
 
 def build_gpt2(folder: Path, seed: int = 1, always_eos: bool = False) -> Path:
