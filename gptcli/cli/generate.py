@@ -13,7 +13,7 @@ from gptcli.cli import options as opt
 from gptcli.cli import structured
 from gptcli.errors import InputError, UsageError
 
-SAMPLING = "Sampling"
+SAMPLING = opt.SAMPLING_PANEL
 
 
 class OutputFormat(str, Enum):
@@ -45,26 +45,23 @@ def generate(
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
-    system: Annotated[Optional[str], typer.Option(rich_help_panel=opt.INPUT_PANEL,
-                                                  help="A system prompt (chat models).")] = None,
+    system: opt.System = None,
     raw: Annotated[bool, typer.Option("--raw", rich_help_panel=opt.INPUT_PANEL,
                                       help="Send the text as it is, without the chat template.")] = False,
     truncate: opt.TruncateOpt = None,
-    max_new_tokens: Annotated[int, typer.Option(rich_help_panel=SAMPLING, help="Most tokens to generate.")] = 256,
-    temperature: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="0 is greedy (deterministic).")] = 0.0,
-    top_p: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="Nucleus sampling mass, in (0, 1].")] = 1.0,
-    top_k: Annotated[int, typer.Option(rich_help_panel=SAMPLING, help="Sample from the k likeliest; 0 is off.")] = 0,
-    min_p: Annotated[float, typer.Option(rich_help_panel=SAMPLING,
-                                         help="Drop tokens below this share of the likeliest; 0 is off.")] = 0.0,
-    repetition_penalty: Annotated[float, typer.Option(rich_help_panel=SAMPLING, help="1 is off; 1.1-1.3 curbs loops.")] = 1.0,
+    max_new_tokens: opt.MaxNewTokens = 256,
+    temperature: opt.Temperature = 0.0,
+    top_p: opt.TopP = 1.0,
+    top_k: opt.TopK = 0,
+    min_p: opt.MinP = 0.0,
+    repetition_penalty: opt.RepetitionPenalty = 1.0,
     no_repeat_ngram_size: Annotated[int, typer.Option(rich_help_panel=SAMPLING,
                                                       help="Never repeat an n-gram of this size; 0 is off.")] = 0,
     presence_penalty: Annotated[float, typer.Option(
         rich_help_panel=SAMPLING, help="OpenAI's: lower a token's logit once if it was generated; -2 to 2.")] = 0.0,
     frequency_penalty: Annotated[float, typer.Option(
         rich_help_panel=SAMPLING, help="OpenAI's: lower it for each time it was generated; -2 to 2.")] = 0.0,
-    seed: Annotated[Optional[int], typer.Option(
-        rich_help_panel=SAMPLING, help="Same seed, same output: 0 to 4294967295 (2**32-1).")] = None,
+    seed: opt.Seed = None,
     stop: Annotated[Optional[List[str]], typer.Option(rich_help_panel=SAMPLING,
                                                       help="End the output before this string (repeatable).")] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", "-n", rich_help_panel=SAMPLING,

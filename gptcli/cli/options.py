@@ -83,7 +83,7 @@ Server = Annotated[Optional[str], typer.Option(
     help="Send the work to a running `gptcli serve` at this URL (e.g. http://127.0.0.1:8000) instead of loading "
          "the model here: no import or load time, the same results.")]
 
-# Sampling, as `gptcli generate` words it (its own options are still declared in cli/generate.py).
+# Sampling: the options `gptcli generate` and `gptcli chat` share (generate's own extras stay in cli/generate.py).
 SAMPLING_PANEL = "Sampling"
 System = Annotated[Optional[str], typer.Option(rich_help_panel=INPUT_PANEL, help="A system prompt (chat models).")]
 MaxNewTokens = Annotated[int, typer.Option(rich_help_panel=SAMPLING_PANEL, help="Most tokens to generate.")]
