@@ -20,10 +20,7 @@ Writes benchmarks/results/quality.txt. Measure on an idle machine: the seconds c
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import re
 import subprocess
 import sys
@@ -34,6 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import provenance  # noqa: E402  (benchmarks/, on the path when a benchmark runs as a script)
 DATA = ROOT / "benchmarks" / "data" / "public"
 RESULT = ROOT / "benchmarks" / "results" / "quality.txt"
 GPTCLI = ROOT / ".venv" / "bin" / "gptcli"
@@ -194,18 +192,9 @@ def busy_note() -> str:
 
 
 def environment(busy_at_start: str) -> str:
-    import torch
-    import transformers
-
     version = subprocess.run([str(GPTCLI), "--version"], capture_output=True, text=True).stdout.strip()
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    return (f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; commit {commit}\n"
-            f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPU cores, "
-            f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}\n"
-            f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}, gptcli {version or '?'}\n"
-            f"load: at start {busy_at_start}; at end {busy_note()}")
+    return "\n".join([provenance.stamp(), provenance.machine(), provenance.versions(version or "gptcli ?"),
+                      f"load: at start {busy_at_start}; at end {busy_note()}"])
 
 
 def main() -> None:

@@ -26,12 +26,8 @@ measured). Measure with `nice -n 19` on a shared machine; the seconds column mea
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import random
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -40,6 +36,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import provenance  # noqa: E402  (benchmarks/, on the path when a benchmark runs as a script)
 DATA = ROOT / "benchmarks" / "data" / "public"
 RESULT = ROOT / "benchmarks" / "results" / "task_penalties.txt"
 SETS = {"xsum": "summarize", "gigaword_textsum": "summarize", "tatoeba_en_ro": "translate",
@@ -200,22 +197,9 @@ def table(task: str, lines: list[tuple[tuple[float, float], dict, float]]) -> li
 
 
 def environment(lm) -> str:
-    import torch
-    import transformers
-
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "gptcli"],
-                           capture_output=True, text=True).stdout.strip()
-    return (f"date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}; commit {commit}"
-            f"{' + uncommitted changes under gptcli/' if dirty else ''}\n"
-            f"machine: {platform.machine()}, {os.cpu_count()} CPU cores, "
-            f"{'CUDA' if torch.cuda.is_available() else 'no GPU'}; niceness {os.nice(0)}; load average at end "
-            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}\n"
-            f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-            f"transformers {transformers.__version__}\n"
-            f"model: {lm.name} ({lm.placement.device}/{lm.placement.label}), greedy, the services' defaults "
-            f"(summarize --overflow chunk, translate budget 2 x source tokens + 16), auto batch size")
+    return "\n".join([provenance.stamp(), provenance.machine(), provenance.versions(),
+                      f"model: {lm.name} ({lm.placement.device}/{lm.placement.label}), greedy, the services' defaults "
+                      f"(summarize --overflow chunk, translate budget 2 x source tokens + 16), auto batch size"])
 
 
 def write_report(path: Path, args, sections: list[str], lm) -> None:
