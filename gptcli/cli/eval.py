@@ -203,6 +203,8 @@ def translate(
     to: _T["to"] = None,
     source: _T["source"] = None,
     max_new_tokens: _T["max_new_tokens"] = None,
+    presence_penalty: _T["presence_penalty"] = None,
+    frequency_penalty: _T["frequency_penalty"] = None,
     predictions: _predictions("translate", "translation") = None,
     model: opt.Model = None,
     device: opt.Device = "auto",
@@ -230,7 +232,8 @@ def translate(
     from gptcli.services import metrics
     from gptcli.services import translate as translate_service
 
-    params = translate_cli.translate_params(to, source, batch_size, max_new_tokens)
+    params = translate_cli.translate_params(to, source, batch_size, max_new_tokens, presence_penalty,
+                                            frequency_penalty)
     cases = eval_cases.read_cases(
         "translate", data, "translation", translate_service.RESULT_FIELDS,
         lambda r, text: translate_cli.Item(r.id, text.strip(), eval_cases.carried(r, "translation")))
@@ -241,7 +244,8 @@ def translate(
     else:
         load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
         settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
-                                       **{"from": source})
+                                       presence_penalty=params.presence_penalty,
+                                       frequency_penalty=params.frequency_penalty, **{"from": source})
         scoring = eval_runs.scoring(translate_cli.Run)
         run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         predicted, origin = eval_runs.predict(run, cases, load, "translation"), {"model": model}

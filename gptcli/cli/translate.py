@@ -24,6 +24,19 @@ class Item:
     fields: dict
 
 
+# None keeps the service's default (services/translate.py: PRESENCE_PENALTY, FREQUENCY_PENALTY), so
+# importing this module does not import the service.
+PresencePenalty = Annotated[Optional[float], typer.Option(
+    min=-2, max=2, rich_help_panel=LANGUAGE_PANEL,
+    help="Causal LMs: lower a token's logit once if the translation so far has it (OpenAI's presence "
+         "penalty; the source is never counted). Default 0.5, measured to curb loops; 0 is off.",
+    show_default=False)]
+FrequencyPenalty = Annotated[Optional[float], typer.Option(
+    min=-2, max=2, rich_help_panel=LANGUAGE_PANEL,
+    help="Causal LMs: lower it for each time the translation so far has it. Default 1.0; 0 is off.",
+    show_default=False)]
+
+
 def translate(
     text: Annotated[Optional[str], typer.Argument(
         help="The text; each of its lines is translated. Without it (or with -), each line of stdin.",
@@ -41,6 +54,8 @@ def translate(
         min=1, rich_help_panel=LANGUAGE_PANEL,
         help="Most tokens per translated segment; default: twice the segment's length plus 16.",
         show_default=False)] = None,
+    presence_penalty: PresencePenalty = None,
+    frequency_penalty: FrequencyPenalty = None,
     model: opt.Model = None,
     server: opt.Server = None,
     device: opt.Device = "auto",
@@ -72,27 +87,32 @@ def translate(
 
       gptcli translate --server http://127.0.0.1:8000 --to fr "Good morning"    # through a running `gptcli serve`
     """
-    params = translate_params(to, source, batch_size, max_new_tokens)
+    params = translate_params(to, source, batch_size, max_new_tokens, presence_penalty, frequency_penalty)
     if server:
         common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, None, server, "translate", dtype=dtype, to=to,
-                                   max_new_tokens=max_new_tokens, **{"from": source})
+                                   max_new_tokens=max_new_tokens, presence_penalty=params.presence_penalty,
+                                   frequency_penalty=params.frequency_penalty, **{"from": source})
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
-def translate_params(to: str | None, source: str | None, batch_size: int, max_new_tokens: int | None):
-    """The language options as checked TranslateParams (`gptcli eval translate` takes the same options)."""
+def translate_params(to: str | None, source: str | None, batch_size: int, max_new_tokens: int | None,
+                     presence_penalty: float | None = None, frequency_penalty: float | None = None):
+    """The language options as checked TranslateParams (`gptcli eval translate` takes the same options).
+    A penalty left out (None) keeps the service's measured default."""
     from gptcli.services.languages import check_pair
     from gptcli.services.translate import TranslateParams
 
     if to is None:
         raise UsageError("give the target language: --to de (an ISO 639-1 code such as de, fr, zh)")
     check_pair(to, source)
-    return TranslateParams(to, source, batch_size or 1, max_new_tokens)
+    penalties = {name: value for name, value in (("presence_penalty", presence_penalty),
+                                                 ("frequency_penalty", frequency_penalty)) if value is not None}
+    return TranslateParams(to, source, batch_size or 1, max_new_tokens, **penalties)
 
 
 def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
