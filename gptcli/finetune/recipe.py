@@ -8,12 +8,11 @@ torchrun or ``--num-processes`` started.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptcli import console, quiet
-from gptcli.errors import GptcliError, UsageError
+from gptcli import console
+from gptcli.errors import UsageError
 from gptcli.finetune import data as fmt
 from gptcli.finetune.config import TrainConfig
 
@@ -26,23 +25,6 @@ LORA_TARGETS = {
     "bert": ["query", "key", "value"], "roberta": ["query", "key", "value"], "distilbert": ["q_lin", "k_lin", "v_lin"],
 }
 INSPECT_COUNT = 3
-# torchrun, ending quietly: we pass SIGTERM on to it (``_wait_for``), it passes it to the training
-# processes, and then it would print a traceback of its own SignalException; when a training process
-# fails, the traceback of a ChildFailedError. It exits with the code of the first process that failed
-# (128 + n for a signal), and the launcher prints the one line (``_failure``).
-TORCHRUN = ("import logging, os, sys\n"
-            "from torch.distributed.elastic.multiprocessing.api import SignalException\n"
-            "from torch.distributed.elastic.multiprocessing.errors import ChildFailedError\n"
-            "logging.getLogger('torch.distributed.elastic').setLevel(os.environ['LOGLEVEL'])\n"
-            "from torch.distributed.run import main\n"
-            "try:\n    main(sys.argv[1:])\n"
-            "except SignalException as stop:\n    sys.exit(128 + int(stop.sigval))\n"
-            "except ChildFailedError as failed:\n    code = failed.get_first_failure()[1].exitcode\n"
-            "    sys.exit(code if code > 0 else 128 - code)\n")
-# Set by ``launch`` for its training processes: the folder where each leaves its error for the
-# launcher, which prints it once (N processes failing alike would print N copies, then the
-# launcher its own line), and which says, once, that a signal stopped the run.
-LAUNCH_REPORTS = "GPTCLI_LAUNCH_REPORTS"
 
 
 @dataclass
@@ -93,30 +75,11 @@ def run(config: TrainConfig, inspect: bool = False) -> Path | None:
 
     Returns the output folder (None for --inspect and in non-main processes).
     """
-    if os.environ.get(LAUNCH_REPORTS) and not os.environ.get("GPTCLI_DEBUG"):
-        return _run_reported(config, inspect, Path(os.environ[LAUNCH_REPORTS]))
+    from gptcli import launch
+
+    if launch.launched_process():
+        return launch.reported(lambda: _run(config, inspect))
     return _run(config, inspect)
-
-
-def _run_reported(config: TrainConfig, inspect: bool, folder: Path) -> Path | None:
-    """A training process of ``launch``: leave an error for the launcher, and end without a line.
-
-    A signal ends it quietly too (the checkpoint is saved first, as always): the launcher, or
-    torchrun's exit code, tells. With GPTCLI_DEBUG=1 every process prints its own, traceback and all.
-    """
-    from gptcli import signals
-
-    try:
-        return _run(config, inspect)
-    except GptcliError as exc:
-        rank = os.environ.get("RANK", "0")
-        (folder / f"error-{rank}.txt").write_text(f"{exc.exit_code}\n{exc.message}", encoding="utf-8")
-        code = exc.exit_code
-    except KeyboardInterrupt:  # SIGTERM, SIGHUP too
-        code = signals.exit_code()
-    # Out of the except block: the error, and the frames its traceback holds (the process group's
-    # threads among them), are gone before the exit; kept to the end, they abort it in C++.
-    sys.exit(code)
 
 
 def _run(config: TrainConfig, inspect: bool) -> Path | None:
@@ -148,67 +111,20 @@ def _inspect(config: TrainConfig, prepared: Prepared) -> None:
 
 def launch(config: TrainConfig) -> Path:
     """Run this config in ``num_processes`` processes (torchrun: gloo on CPU, NCCL on GPUs)."""
-    import socket
-    import subprocess
     import tempfile
 
     import yaml
+
+    from gptcli import launch as launcher
 
     child = TrainConfig(**{**config.to_dict(), "num_processes": 1})
     with tempfile.TemporaryDirectory(prefix="gptcli-launch-") as folder:
         path = Path(folder) / "config.yaml"
         path.write_text(yaml.safe_dump(child.to_dict()), encoding="utf-8")
-        with socket.socket() as probe:  # a free port for the processes to meet on
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        command = [sys.executable, "-c", TORCHRUN, f"--nproc_per_node={config.num_processes}",
-                   "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "gptcli", "finetune",
-                   "--config", str(path)]
-        console.log("launching: torchrun " + " ".join(command[3:]))
-        process = subprocess.Popen(command, env={**_child_environment(config), LAUNCH_REPORTS: folder})
-        code = _wait_for(process)
-        if code != 0:
-            raise _failure(Path(folder), code)
+        launcher.run_torchrun(config.num_processes, ["finetune", "--config", str(path)], _child_environment(config),
+                              Path(folder), "a training process",
+                              "the checkpoints already saved are kept (rerun with --resume)")
     return Path(config.output)
-
-
-def _failure(folder: Path, code: int) -> GptcliError:
-    """The one line for a failed launch: the first error a training process left, else what the code says."""
-    import signal
-
-    reports = sorted(folder.glob("error-*.txt"), key=lambda path: path.stat().st_mtime_ns)
-    if reports:
-        exit_code, message = reports[0].read_text(encoding="utf-8").split("\n", 1)
-        error = GptcliError(message)
-        error.exit_code = int(exit_code)
-        return error
-    if code > 128 and code - 128 in signal.valid_signals():
-        error = GptcliError(f"a training process was stopped by {signal.Signals(code - 128).name}; the "
-                            f"checkpoints already saved are kept (rerun with --resume)")
-    else:  # an unexpected error, which the process printed itself
-        error = GptcliError(f"a training process failed (exit code {code}); see its message above")
-    error.exit_code = code
-    return error
-
-
-def _wait_for(process) -> int:
-    """The launcher's exit code; on a signal, the children save their checkpoint before we go.
-
-    Ctrl-C in a terminal reaches the whole process group, so torchrun already has it. SIGTERM
-    and SIGHUP were sent to this process only: pass them on (torchrun forwards them to the
-    training processes, which checkpoint as on Ctrl-C), then wait for it to finish.
-    """
-    from gptcli import signals
-
-    try:
-        return process.wait()
-    except signals.Terminated as stop:
-        process.send_signal(stop.signum)
-        process.wait()
-        raise
-    except KeyboardInterrupt:
-        process.wait()
-        raise
 
 
 def _child_environment(config: TrainConfig) -> dict:
@@ -223,8 +139,6 @@ def _child_environment(config: TrainConfig) -> dict:
 
     env = dict(os.environ)
     env[folder.HELD_BY_PARENT] = str(Path(config.output).expanduser().resolve())
-    # torchrun's own log lines ("shutting down workers", "failed (exitcode: 1)") only with -v.
-    env["LOGLEVEL"] = "WARNING" if quiet.verbose() else "CRITICAL"
     if config.device == "cpu" or not torch.cuda.is_available():
         env["CUDA_VISIBLE_DEVICES"] = ""
     elif config.num_processes > torch.cuda.device_count():
