@@ -32,9 +32,11 @@ def main(argv: list[str] | None = None, exiting: bool = False) -> int:
 def _run_app(argv: list[str] | None) -> int:
     import typer
 
+    from gptcli import launch
     from gptcli.cli import app
     from gptcli.errors import GptcliError, OutputClosed
 
+    launch.remember(sys.argv[1:] if argv is None else argv)
     try:
         code = app(args=argv, prog_name="gptcli", standalone_mode=False)
     except GptcliError as exc:

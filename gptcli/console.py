@@ -65,7 +65,8 @@ class Progress:
     def __init__(self, description: str, total: int):
         self._bar = None
         self._task = None
-        if stderr_is_terminal() and total > 1:
+        # Of the processes of a spread run (cli.spread) only the first draws one: N bars would fight.
+        if stderr_is_terminal() and total > 1 and os.environ.get("RANK", "0") == "0":
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress as RichProgress,
                                        TextColumn, TimeRemainingColumn)
 

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from gptcli import console, quiet
 from gptcli.errors import GptcliError
 
 # torchrun, ending quietly: we pass SIGTERM on to it (``wait_for``), it passes it to the processes,
@@ -34,6 +33,17 @@ TORCHRUN = ("import logging, os, sys\n"
 LAUNCH_REPORTS = "GPTCLI_LAUNCH_REPORTS"
 
 T = TypeVar("T")
+_command_line: list[list[str]] = []  # the arguments gptcli was run with (``remember``)
+
+
+def remember(argv: list[str]) -> None:
+    """Keep the arguments of this run: `--num-processes N` starts N copies of the same command line."""
+    _command_line[:] = [list(argv)]
+
+
+def command_line() -> list[str] | None:
+    """The arguments ``__main__`` ran gptcli with (None when it was called another way)."""
+    return _command_line[0] if _command_line else None
 
 
 def run_torchrun(processes: int, gptcli_args: list[str], env: dict, reports: Path, what: str, kept: str) -> None:
@@ -46,6 +56,8 @@ def run_torchrun(processes: int, gptcli_args: list[str], env: dict, reports: Pat
     """
     import socket
     import subprocess
+
+    from gptcli import console, quiet
 
     with socket.socket() as probe:  # a free port for the processes to meet on
         probe.bind(("127.0.0.1", 0))

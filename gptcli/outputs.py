@@ -76,7 +76,7 @@ def check_output_path(output: str, inputs: list[str | None]) -> None:
                          f"give the results file's name")
     if not output:
         raise UsageError("--output is empty; give a file name such as out.jsonl")
-    if _is_stream(out):
+    if is_stream(out):
         return
     _check_name_length(out, output)
     if not out.parent.exists():
@@ -117,7 +117,7 @@ def _short(output: str) -> str:
     return output if len(output) <= 60 else output[:60] + "..."
 
 
-def _is_stream(path: Path) -> bool:
+def is_stream(path: Path) -> bool:
     """A FIFO, a terminal, /dev/stdout ...: written as a stream, never scanned for resuming."""
     if str(path).startswith(("/dev/", "/proc/")):
         return True
@@ -188,7 +188,7 @@ def open_result_file(output: str, key_fields: tuple[str, ...], run: RunRecord,
             process is writing it.
     """
     path = Path(output).expanduser()
-    if _is_stream(path):
+    if is_stream(path):
         return ResultFile(path, _open(path, output, os.O_WRONLY | os.O_APPEND), resumable=False)
     record_path = run_record_path(path)
     saved = _check_owner(path, output, record_path)
@@ -337,7 +337,7 @@ def open_whole_file(output: str, run: RunRecord, overwrite: bool = False) -> Who
             or is a stream.
     """
     path = Path(output).expanduser()
-    if _is_stream(path):
+    if is_stream(path):
         raise UsageError(f"--output {output} is not a regular file; an array is written whole at the end: "
                          f"give a file name")
     saved = _check_owner(path, output, run_record_path(path))

@@ -61,14 +61,29 @@ _NOT_TEXT = _COMPRESSED + (".parquet", ".arrow", ".feather", ".avro", ".orc", ".
 _CSV_FIELD_LIMIT = 2**31 - 1  # csv's default 128 KiB per cell is less than one long document
 
 
+# Set for the processes of `--num-processes N`: the file that holds what the first process read from
+# stdin, which each of them reads as its stdin (they cannot share the pipe).
+STDIN_FILE = "GPTCLI_STDIN_FILE"
+_stdin_read: list[str] = []  # what read_stdin returned, for handing on to those processes
+
+
 def stdin_is_piped() -> bool:
-    return not sys.stdin.isatty()
+    return bool(os.environ.get(STDIN_FILE)) or not sys.stdin.isatty()
 
 
 def read_stdin() -> str:
     """The whole of stdin as text (strict UTF-8, a leading BOM dropped)."""
+    if os.environ.get(STDIN_FILE):
+        return Path(os.environ[STDIN_FILE]).read_text(encoding="utf-8")
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    return _decode(data, "stdin").lstrip("\ufeff")
+    text = _decode(data, "stdin").lstrip("\ufeff")
+    _stdin_read[:] = [text]
+    return text
+
+
+def stdin_text_read() -> str | None:
+    """What this process read from stdin (None if it read none)."""
+    return _stdin_read[-1] if _stdin_read else None
 
 
 def stdin_lines() -> Iterator[str]:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gptcli.cli import common
+from gptcli.cli import common, spread
 from gptcli.cli import options as opt
 from gptcli.errors import InputError, UsageError
 
@@ -68,6 +68,7 @@ def classify(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    num_processes: opt.NumProcesses = 1,
     verbose: opt.Verbose = False,
 ) -> None:
     """Classify texts into labels; print the label of each, one line per input.
@@ -98,6 +99,7 @@ def classify(
     if server:
         common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
+    spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output, (labels_file, examples))
     items = _read_items(text, input_file, multi_label)
     load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
@@ -106,7 +108,8 @@ def classify(
                                    dtype=dtype, labels=params.labels, multi_label=multi_label,
                                    threshold=params.threshold, prompt=prompt, hypothesis_template=hypothesis_template,
                                    label_template=label_template, examples=examples_digest(shown))
-    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model).execute(
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
+        processes=num_processes).execute(
         items, load_options)
 
 

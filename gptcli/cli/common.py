@@ -141,6 +141,7 @@ class TaskRun:
     overwrite: bool = False
     server: str | None = None  # --server: the work is done by this `gptcli serve`
     model: str | None = None  # --model as given: the name the server is asked for
+    processes: int = 1  # --num-processes
 
     command = ""  # the subcommand, for the loader's messages
     unit = "input"  # what one item is, for "nothing to do"
@@ -162,11 +163,38 @@ class TaskRun:
 
         return ResultSink(self.output, self.json_output, run, overwrite=self.overwrite)
 
+    # The --num-processes side (cli.spread): how results are keyed, and the same job writing to a part.
+    key_fields = ("id",)
+
+    def keys_of(self, item) -> list[tuple]:
+        return [(item.id,)]
+
+    def run_record_of(self, items: list):
+        return run_record(self.command, self.settings, items)
+
+    def open_final(self, run):
+        return self.open_sink(run)
+
+    def part(self, output: str) -> "TaskRun":
+        from dataclasses import replace
+
+        return replace(self, output=output, overwrite=False, processes=1)
+
     def execute(self, items: list, load_options) -> None:
+        """Run on ``items``: here, or spread over processes (--num-processes, a launcher)."""
+        from gptcli.cli import spread
+
+        if spread.spreads(self.processes):
+            spread.run(self, items, load_options)
+        else:
+            self.run_here(items, load_options)
+
+    def run_here(self, items: list, load_options, recorded: list | None = None) -> None:
+        """``recorded``: the items the run record covers, when they are more than these (a part's)."""
         from gptcli.models import load_model
 
         clock = RunClock()
-        run = run_record(self.command, self.settings, items)
+        run = self.run_record_of(recorded or items)
         with self.open_sink(run) as sink:
             todo = pending(items, lambda id_: sink.is_done((id_,)), self.unit)
             if todo and self.server:

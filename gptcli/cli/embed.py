@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gptcli.cli import common
+from gptcli.cli import common, spread
 from gptcli.cli import options as opt
 from gptcli.errors import InputError, UsageError
 
@@ -74,6 +74,7 @@ def embed(
              "128 on GPUs.")] = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    num_processes: opt.NumProcesses = 1,
     verbose: opt.Verbose = False,
 ) -> None:
     """Embed texts into vectors: one {"id", "embedding"} JSON line per text, in input order.
@@ -94,6 +95,7 @@ def embed(
       gptcli embed --input docs.txt --model BAAI/bge-small-en-v1.5 --truncate --stats
     """
     chosen = _format(output_format, output)
+    spread.check_options(num_processes, output, None, text, input_file)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     load_options = _load_options(model, device, dtype, trust_remote_code, allow_pickle)
@@ -103,7 +105,8 @@ def embed(
     if settings:  # the pooling files lie in a subfolder, which the model's fingerprint does not read
         settings["--model"] += f"; {sentence or 'no sentence-transformers config'}"
     Run(_params(batch_size, normalize, truncate), batch_size == 0, True, output, stats, settings, overwrite,
-        array=chosen == Format.npy, sentence_model=sentence is not None).execute(items, load_options)
+        array=chosen == Format.npy, sentence_model=sentence is not None, processes=num_processes).execute(
+        items, load_options)
 
 
 def _format(given: Format | None, output: str | None) -> Format:
@@ -170,6 +173,11 @@ class Run(common.TaskRun):
         # A decoder set up by sentence-transformers (lasttoken pooling: Qwen3-Embedding, e5-mistral) is an
         # embedding model by its own config; any other causal LM is refused by kind.
         return (EMBEDDING, CAUSAL_LM) if self.sentence_model else (EMBEDDING,)
+
+    def part(self, output: str) -> "Run":
+        from dataclasses import replace
+
+        return replace(super().part(output), array=False)  # a part is records, the array is made at the merge
 
     def open_sink(self, run):
         if not self.array:

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from gptcli.cli import common
+from gptcli.cli import common, spread
 from gptcli.cli import options as opt
 from gptcli.cli import structured
 from gptcli.errors import InputError, UsageError
@@ -81,6 +81,7 @@ def generate(
              "--input: custom_id, url, body per line).")] = OutputFormat.gptcli,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    num_processes: opt.NumProcesses = 1,
     verbose: opt.Verbose = False,
 ) -> None:
     """Generate text from a prompt, from stdin, or from a batch file.
@@ -113,6 +114,7 @@ def generate(
     if server:
         common.check_server_args(adapter=adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
+    spread.check_options(num_processes, output, server, prompt, input_file)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file)
     _attach_jobs(items, params, max_new_tokens, raw, output_format)
@@ -124,7 +126,7 @@ def generate(
                                    num_samples=num_samples, **structured.run_setting(constraint))
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
-               json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch)
+               json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch, num_processes)
     run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
 
 
@@ -235,13 +237,44 @@ class _Run:
     overwrite: bool
     server: str | None = None
     openai_batch: bool = False
+    processes: int = 1  # --num-processes
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        return ("custom_id",) if self.openai_batch else ("id", "sample")
+
+    def keys_of(self, item: Item) -> list[tuple]:
+        """An OpenAI batch line's result is keyed by its custom_id; a record's by its id and sample (None with -n 1)."""
+        count = item.job.params.num_samples
+        if self.openai_batch:
+            return [(item.id,)]
+        return [(item.id, None)] if count == 1 else [(item.id, sample) for sample in range(count)]
+
+    def run_record_of(self, items: list[Item]):
+        return common.run_record("generate", self.settings, items)
+
+    def open_final(self, run):
+        from gptcli.cli.sink import ResultSink
+
+        return ResultSink(self.output, True, run, self.key_fields, self.overwrite)
+
+    def part(self, output: str) -> "_Run":
+        return replace(self, output=output, overwrite=False, processes=1, stream=False)
 
     def execute(self, items: list[Item], load_options) -> None:
+        """Run on ``items``: here, or spread over processes (--num-processes, a launcher)."""
+        if spread.spreads(self.processes):
+            spread.run(self, items, load_options)
+        else:
+            self.run_here(items, load_options)
+
+    def run_here(self, items: list[Item], load_options, recorded: list | None = None) -> None:
+        """``recorded``: the items the run record covers, when they are more than these (a part's)."""
         from gptcli.models import load_model
         from gptcli.models.kinds import CAUSAL_LM
 
         clock = common.RunClock()
-        run = common.run_record("generate", self.settings, items)
+        run = self.run_record_of(recorded or items)
         sink = self._sink(run, items, load_options.model)
         try:
             todo = common.pending(items, sink.is_done, "input")

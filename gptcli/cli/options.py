@@ -78,6 +78,12 @@ Overwrite = Annotated[bool, typer.Option(
     help="Replace the results in --output (a results file gptcli wrote) instead of resuming them. "
          "A file gptcli did not write is never overwritten.")]
 
+NumProcesses = Annotated[int, typer.Option(
+    min=1, rich_help_panel=OUTPUT_PANEL,
+    help="Spread the inputs over N processes on this machine (a GPU each where there are GPUs), each writing "
+         "a part that is merged into --output in input order; needs --output. Across machines: "
+         "`accelerate launch -m gptcli ...` or torchrun, without this option.")]
+
 Server = Annotated[Optional[str], typer.Option(
     "--server", envvar="GPTCLI_SERVER", rich_help_panel=MODEL_PANEL, show_envvar=True,
     help="Send the work to a running `gptcli serve` at this URL (e.g. http://127.0.0.1:8000) instead of loading "

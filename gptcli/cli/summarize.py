@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gptcli.cli import common
+from gptcli.cli import common, spread
 from gptcli.cli import options as opt
 from gptcli.errors import InputError
 
@@ -70,6 +70,7 @@ def summarize(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    num_processes: opt.NumProcesses = 1,
     verbose: opt.Verbose = False,
 ) -> None:
     """Summarize a document, stdin, or a batch file: one summary per document.
@@ -93,12 +94,13 @@ def summarize(
     if server:
         common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
+    spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, None, server, "summarize", dtype=dtype, length=length,
                                    max_new_tokens=max_new_tokens, overflow=overflow, max_input_tokens=max_input_tokens)
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
-        batch_input=input_file is not None).execute(
+        batch_input=input_file is not None, processes=num_processes).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gptcli.cli import common
+from gptcli.cli import common, spread
 from gptcli.cli import options as opt
 from gptcli.errors import InputError, UsageError
 
@@ -71,6 +71,7 @@ def translate(
     batch_size: opt.BatchSize = 0,
     stats: opt.Stats = False,
     overwrite: opt.Overwrite = False,
+    num_processes: opt.NumProcesses = 1,
     verbose: opt.Verbose = False,
 ) -> None:
     """Translate text line by line: N lines in, N lines out, blank lines kept.
@@ -91,12 +92,14 @@ def translate(
     if server:
         common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
+    spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, None, server, "translate", dtype=dtype, to=to,
                                    max_new_tokens=max_new_tokens, presence_penalty=params.presence_penalty,
                                    frequency_penalty=params.frequency_penalty, **{"from": source})
-    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model).execute(
+    Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
+        processes=num_processes).execute(
         items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
 
 
