@@ -8,7 +8,9 @@ Runs, each as a user would (whole process, wall time):
 
 1. ``gptcli embed`` (packaged all-MiniLM-L6-v2) of the ``text`` field of the public sets in
    benchmarks/data/public (SST-2, UCI reviews, AG News, DBpedia) into a .npy, with 1 and with N processes;
-2. ``gptcli classify`` (MiniLM, the SST-2 labels) of the same texts into a .jsonl, with 1 and with N.
+2. ``gptcli classify`` (MiniLM, the SST-2 labels) of the same texts into a .jsonl, with 1 and with N;
+3. ``gptcli generate`` (the default SmolLM2, greedy, 32 new tokens) of "Continue this text: ..." for the first
+   24 English sentences of the public Tatoeba en-ro test set, in bf16 (the default here) and float32.
 
 Compares the N-process files with the one-process ones (records in order; how many identical; the largest
 difference: a batch of other texts rounds differently, see README "Batch invariance"), and writes
@@ -77,6 +79,21 @@ def record_differences(one: Path, many: Path) -> str:
     return f"{same} of {len(a)} records identical, {labels} labels equal; largest score difference {gap:.1e}"
 
 
+def text_differences(one: Path, many: Path) -> str:
+    a = [json.loads(line) for line in one.read_text(encoding="utf-8").splitlines()]
+    b = [json.loads(line) for line in many.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in a] == [r["id"] for r in b], "records out of order"
+    return f"{sum(x['text'] == y['text'] for x, y in zip(a, b))} of {len(a)} greedy texts identical"
+
+
+def prompts(folder: Path, count: int = 24) -> Path:
+    lines = (HERE / "data" / "public" / "tatoeba_en_ro" / "test.jsonl").read_text(encoding="utf-8").splitlines()
+    path = folder / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"id": n, "prompt": "Continue this text: " + json.loads(line)["text"]}) + "\n"
+                            for n, line in enumerate(lines[:count])), encoding="utf-8")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", type=int, default=2)
@@ -95,6 +112,10 @@ def main() -> None:
                 compare("classify", classify, ".jsonl", args.processes, folder, record_differences),
                 compare("classify32", [*classify, "--dtype", "float32"], ".jsonl", args.processes, folder,
                         record_differences)]
+        generate = ["generate", "--input", str(prompts(folder)), "--max-new-tokens", "32"]
+        rows += [compare("generate", generate, ".jsonl", args.processes, folder, text_differences),
+                 compare("generate32", [*generate, "--dtype", "float32"], ".jsonl", args.processes, folder,
+                         text_differences)]
     report = "\n".join([*rows, "", provenance.stamp(), provenance.machine(), provenance.versions()])
     print(report)
     (HERE / "results" / "spread.txt").write_text(report + "\n", encoding="utf-8")
