@@ -320,7 +320,11 @@ class Scheduler:
     # -- the model ----------------------------------------------------------------------------
     def _forward(self, ids, attention, positions, cache):
         from gptcli.engine.kvcache import cache_argument
+        from gptcli.engine.lean_llama import lean_decoder
 
+        lean = lean_decoder(self.model) if ids.shape[1] == 1 and cache is not None else None
+        if lean is not None:  # the same logits, fewer operators (engine/lean_llama.py)
+            return lean.step(ids, attention, positions, cache)
         return self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
                           **{cache_argument(self.model): cache}, **last_logits_only(self.model))
 
