@@ -93,3 +93,16 @@ def test_greedy_generation_is_the_same_with_and_without_it(tiny_llama, cli, tmp_
     without = cli(*args)
     assert with_lean.exit_code == 0 and without.exit_code == 0
     assert with_lean.stdout == without.stdout and len(with_lean.stdout.splitlines()) == 3
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_joined_int4_products_equal_each_layers_own(rows):
+    from gptcli.engine.lean_llama import _joined
+    from gptcli.models import int4
+    from tests.test_int4 import _on_grid
+
+    layers = [int4.PackedInt4Linear(*_on_grid(size, 128, seed=n)[:3]) for n, size in enumerate((128, 64, 64))]
+    x = torch.randn(rows, 1, 128).bfloat16()
+    joined = _joined(layers)(x)
+    assert [tuple(out.shape) for out in joined] == [(rows, 1, 128), (rows, 1, 64), (rows, 1, 64)]
+    assert all(torch.equal(out, layer(x)) for out, layer in zip(joined, layers))
