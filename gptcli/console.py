@@ -13,11 +13,33 @@ from functools import lru_cache
 from typing import Iterator
 
 _verbose = False
+_prefix = [""]  # put before each line: which process says it, in a run spread over several (cli.spread)
+_quiet_info = [False]
 
 
 def set_verbose(flag: bool) -> None:
     global _verbose
     _verbose = flag
+
+
+@contextlib.contextmanager
+def prefixed(prefix: str) -> Iterator[None]:
+    """Lines said inside start with ``prefix`` ("process 2 of 4: ")."""
+    _prefix[0] = prefix
+    try:
+        yield
+    finally:
+        _prefix[0] = ""
+
+
+@contextlib.contextmanager
+def without_info() -> Iterator[None]:
+    """No info lines inside (a check whose findings another process will say)."""
+    _quiet_info[0] = True
+    try:
+        yield
+    finally:
+        _quiet_info[0] = False
 
 
 @lru_cache(maxsize=1)
@@ -40,7 +62,8 @@ def log(message: str) -> None:
 
 def info(message: str) -> None:
     """A line the user should always see (stats, summaries)."""
-    _print(message, None)
+    if not _quiet_info[0]:
+        _print(message, None)
 
 
 def warn(message: str) -> None:
@@ -48,6 +71,7 @@ def warn(message: str) -> None:
 
 
 def _print(message: str, style: str | None) -> None:
+    message = _prefix[0] + message
     try:
         if stderr_is_terminal():
             _console().print(message, style=style, markup=False, soft_wrap=True)

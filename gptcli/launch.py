@@ -122,9 +122,10 @@ def reported(work: Callable[[], T]) -> T:
     try:
         return work()
     except GptcliError as exc:
-        rank = os.environ.get("RANK", "0")
-        (Path(os.environ[LAUNCH_REPORTS]) / f"error-{rank}.txt").write_text(
-            f"{exc.exit_code}\n{exc.message}", encoding="utf-8")
+        if not getattr(exc, "said_by_another", False):  # else another process failed first: its report says why
+            rank = os.environ.get("RANK", "0")
+            (Path(os.environ[LAUNCH_REPORTS]) / f"error-{rank}.txt").write_text(
+                f"{exc.exit_code}\n{exc.message}", encoding="utf-8")
         code = exc.exit_code
     except KeyboardInterrupt:  # SIGTERM, SIGHUP too
         code = signals.exit_code()

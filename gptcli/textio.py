@@ -64,7 +64,7 @@ _CSV_FIELD_LIMIT = 2**31 - 1  # csv's default 128 KiB per cell is less than one 
 # Set for the processes of `--num-processes N`: the file that holds what the first process read from
 # stdin, which each of them reads as its stdin (they cannot share the pipe).
 STDIN_FILE = "GPTCLI_STDIN_FILE"
-_stdin_read: list[str] = []  # what read_stdin returned, for handing on to those processes
+_stdin_read: list[bytes] = []  # what this process read from stdin, for handing on to those processes
 
 
 def stdin_is_piped() -> bool:
@@ -73,16 +73,19 @@ def stdin_is_piped() -> bool:
 
 def read_stdin() -> str:
     """The whole of stdin as text (strict UTF-8, a leading BOM dropped)."""
+    return _decode(_stdin_bytes(), "stdin").lstrip("\ufeff")
+
+
+def _stdin_bytes() -> bytes:
     if os.environ.get(STDIN_FILE):
-        return Path(os.environ[STDIN_FILE]).read_text(encoding="utf-8")
+        return Path(os.environ[STDIN_FILE]).read_bytes()
     data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
-    text = _decode(data, "stdin").lstrip("\ufeff")
-    _stdin_read[:] = [text]
-    return text
+    _stdin_read[:] = [data]
+    return data
 
 
-def stdin_text_read() -> str | None:
-    """What this process read from stdin (None if it read none)."""
+def stdin_bytes_read() -> bytes | None:
+    """What this process read from stdin, as it came (None if it read none)."""
     return _stdin_read[-1] if _stdin_read else None
 
 
@@ -171,7 +174,7 @@ def read_lines(path: str) -> list[str]:
 
 def _read_bytes(path: str) -> tuple[str, bytes]:
     if path == "-":
-        return "stdin", sys.stdin.buffer.read()
+        return "stdin", _stdin_bytes()
     file = Path(path).expanduser()
     if not file.exists():
         raise InputError(f"{path}: no such file")

@@ -187,6 +187,7 @@ class TaskRun:
         if spread.spreads(self.processes):
             spread.run(self, items, load_options)
         else:
+            spread.note_leftover_parts(self.output)
             self.run_here(items, load_options)
 
     def run_here(self, items: list, load_options, recorded: list | None = None) -> None:

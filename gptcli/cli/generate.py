@@ -266,6 +266,7 @@ class _Run:
         if spread.spreads(self.processes):
             spread.run(self, items, load_options)
         else:
+            spread.note_leftover_parts(self.output)
             self.run_here(items, load_options)
 
     def run_here(self, items: list[Item], load_options, recorded: list | None = None) -> None:

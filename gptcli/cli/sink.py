@@ -28,7 +28,7 @@ class ResultSink:
         self.file = open_result_file(output, key_fields, run, overwrite) if output else None
         if self.file is not None and self.file.dropped_torn_line:
             console.warn(f"{output}: dropped a torn last line left by an interrupted run")
-        if self.file is not None and self.file.done:
+        if self.file is not None and self.file.done and not _is_part(output):
             console.info(f"resuming: {len(self.file.done)} results already in {output}")
 
     def is_done(self, key: tuple) -> bool:
@@ -63,6 +63,15 @@ class ResultSink:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _is_part(output: str) -> bool:
+    """A part of a spread run (cli.spread): the run as a whole says what it resumes."""
+    from pathlib import Path
+
+    from gptcli.cli.spread import PARTS_SUFFIX
+
+    return Path(output).parent.name.endswith(PARTS_SUFFIX)
 
 
 class ArraySink:

@@ -75,6 +75,18 @@ def check_options(processes: int, output: str | None, server: str | None, text: 
         raise UsageError(f"{asked} cannot share stdin between the processes; give the records with --input FILE")
 
 
+def note_leftover_parts(output: str | None) -> None:
+    """A one-process run whose --output has parts left by a stopped spread run: they are not used, say so."""
+    if output is None or this_rank() is not None:
+        return
+    parts = parts_folder(output)
+    if parts.is_dir() and any(parts.glob(PART_GLOB)):
+        from gptcli import console
+
+        console.warn(f"{parts} holds results of a run in several processes that did not finish; this run does "
+                     f"not use them: rerun with --num-processes to finish that run and merge them")
+
+
 def run(job, items: list, load_options) -> None:
     """Run ``job`` on ``items`` spread over processes: launch them here, or be one of them."""
     from gptcli import launch
@@ -98,8 +110,10 @@ def _launch(job, items: list) -> None:
 
     from gptcli import console, launch, textio
 
-    with job.open_final(job.run_record_of(items)) as final:
-        if not _pending(job, items, final.is_done, set()):
+    run = job.run_record_of(items)
+    with console.without_info(), job.open_final(run) as final:  # rank 0 says what it resumes
+        done = _check_parts(job, run)
+        if not _pending(job, items, final.is_done, done):
             console.info("nothing to do: every input already has a result in the --output file")
             return
     argv = launch.command_line()
@@ -110,10 +124,10 @@ def _launch(job, items: list) -> None:
         env = dict(os.environ)
         # The processes share the cores: torchrun would give each one thread.
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // job.processes)))
-        read = textio.stdin_text_read()
-        if read is not None:  # already read here: hand the same text to each process
-            spooled = Path(folder) / "stdin.txt"
-            spooled.write_text(read, encoding="utf-8")
+        read = textio.stdin_bytes_read()
+        if read is not None:  # already read here: hand the same bytes to each process
+            spooled = Path(folder) / "stdin"
+            spooled.write_bytes(read)
             env[textio.STDIN_FILE] = str(spooled)
         launch.run_torchrun(job.processes, without_num_processes(argv), env, Path(folder), "a worker process",
                             "the results already written are kept: rerun the same command to finish")
@@ -151,17 +165,36 @@ def _run_rank(job, items: list, load_options, rank: Rank) -> None:
         parts = parts_folder(job.output)
         final = _prepare(job, items, parts) if rank.index == 0 else None
         shared = [final[1] if final else None]
-        dist.broadcast_object_list(shared, src=0)
+        _together(lambda: dist.broadcast_object_list(shared, src=0))
         by_key = {json.dumps(item.id): item for item in items}
         share = [by_key[key] for key in shared[0][rank.index::rank.world]]
         if share:
-            job.part(str(parts / f"part-{rank.index}.jsonl")).run_here(share, _pinned(load_options, rank), items)
-        dist.barrier()
+            from gptcli import console
+
+            with console.prefixed(f"process {rank.index + 1} of {rank.world}: "):
+                job.part(str(parts / f"part-{rank.index}.jsonl")).run_here(share, _pinned(load_options, rank),
+                                                                           items)
+        _together(dist.barrier)
         if final is not None:
             with final[0] as sink:
                 _merge(job, items, sink, parts)
     finally:
         dist.destroy_process_group()
+
+
+class OtherProcessStopped(GptcliError):
+    """This process waited for another that ended first: that one's report says why, not this."""
+
+    said_by_another = True
+
+
+def _together(collective) -> None:
+    """A step all the processes take together; one that ended (an error, a signal) ends it for all."""
+    try:
+        collective()
+    except RuntimeError:  # gloo: "Connection closed by peer"
+        raise OtherProcessStopped("another process of this run stopped; the results already written are "
+                                  "kept: rerun the same command to finish") from None
 
 
 def parts_folder(output: str) -> Path:
@@ -175,9 +208,9 @@ def _prepare(job, items: list, parts: Path):
     final = job.open_final(run)
     try:
         if job.overwrite:
-            _remove_parts(parts)
+            _remove_other_runs_parts(parts, job, run)
+        done = _check_parts(job, run)
         parts.mkdir(exist_ok=True)
-        done = _parts_done(parts, job, run)
         return final, [json.dumps(item.id) for item in _pending(job, items, final.is_done, done)]
     except BaseException:
         final.close()
@@ -189,30 +222,56 @@ def _pending(job, items: list, final_done, part_done: set) -> list:
             if not all(final_done(key) or key in part_done for key in job.keys_of(item))]
 
 
-def _parts_done(parts: Path, job, run) -> set:
-    """The keys the part files hold, after checking that they are parts of this run.
+def _check_parts(job, run) -> set:
+    """The keys the parts of an earlier, stopped run of this job hold (after checking them).
 
     Raises:
-        UsageError: a part was written by another run (other options or model).
+        UsageError: the parts' place is not a folder; a part was written by another run (other options or
+            model), or holds a result whose input has changed since.
     """
+    parts = parts_folder(job.output)
+    if parts.exists() and not parts.is_dir():
+        raise UsageError(f"--output {job.output}: {parts.name}, where the processes write their parts, is not "
+                         f"a folder; move it aside or give another --output")
+    if not parts.is_dir():
+        return set()
     done = set()
     for path in sorted(parts.glob(PART_GLOB)):
-        if path.stat().st_size == 0:  # a rank stopped before its first result: nothing to check or keep
+        problem = _part_problem(path, job, run)
+        if problem and job.overwrite:  # another run's: rank 0 removes it (_remove_other_runs_parts)
             continue
-        _check_part_run(path, run, job.output)
+        if problem:
+            raise UsageError(f"--output {job.output}: {parts.name}/ holds the unfinished parts of another run "
+                             f"({problem}); rerun that run to finish it, or add --overwrite to start this one over")
         done.update(_key(record, job.key_fields) for record in _part_records(path))
     return done
 
 
-def _check_part_run(path: Path, run, output: str) -> None:
+def _part_problem(path: Path, job, run) -> str | None:
+    """Why a part cannot be finished by ``run`` (None when it can): other settings, or changed inputs."""
+    if path.stat().st_size == 0:  # a process stopped before its first result: nothing to check or keep
+        return None
     try:
         saved = json.loads(path.with_name(path.name + RUN_RECORD_SUFFIX).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None
     if not isinstance(saved, dict) or saved.get("command") != run.command or saved.get("settings") != run.settings:
-        raise UsageError(f"--output {output}: {path.parent.name}/ holds the unfinished parts of another run "
-                         f"(other options, model or command); rerun that run to finish it, or add --overwrite "
-                         f"to start this one over")
+        return "other options, model or command"
+    made_from = saved.get("inputs") or {}
+    for record in _part_records(path):
+        name = json.dumps(record.get("id") if job.key_fields[0] == "id" else record.get(job.key_fields[0]))
+        if name not in run.inputs or made_from.get(name) != run.inputs[name]:
+            return f"a result for id {json.loads(name)!r}, whose input has changed or is gone"
+    return None
+
+
+def _remove_other_runs_parts(parts: Path, job, run) -> None:
+    """--overwrite: the parts of another run go; those of this very run, stopped part way, stay to finish
+    (its --output is replaced when they are merged)."""
+    for path in sorted(parts.glob(PART_GLOB)) if parts.is_dir() else ():
+        if _part_problem(path, job, run):
+            path.with_name(path.name + RUN_RECORD_SUFFIX).unlink(missing_ok=True)
+            path.unlink(missing_ok=True)
 
 
 def _part_records(path: Path) -> list[dict]:
