@@ -59,19 +59,16 @@ def bench_in_process(runs: int, new_tokens: int) -> dict:
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
     from gptcli.services import generate as gen
-    from gptcli.services.prompting import Fitted, Prompt, encode_prompt
+    from gptcli.services.prompting import Prompt, encode_prompt
 
     loads = []
     for _ in range(runs):
         lm = load_model(LoadOptions(None), accept=(CAUSAL_LM,), command="bench")
         loads.append(lm.load_seconds)
     ids = encode_prompt(lm.tokenizer, Prompt(text=PROMPT))
-    params = gen.GenerationParams()
 
     def ours() -> float:
-        stats = gen.GenerationStats()
-        list(gen.generate(lm, [Fitted(ids, new_tokens)], params, stats=stats))
-        return stats.generated_tokens / stats.decode_seconds
+        return decode_speed(lm, ids, new_tokens)
 
     def plain() -> float:
         inputs = torch.tensor([ids])
@@ -84,10 +81,35 @@ def bench_in_process(runs: int, new_tokens: int) -> dict:
     ours(), plain()  # warm-up
     ours_tps = median_of(runs, ours)
     plain_tps = median_of(runs, plain)
+    lean_off_tps = median_of(runs, lambda: decode_speed(lm, ids, new_tokens, lean=False))
     results = {"warm_load_s": statistics.median(loads), "decode_tok_s": ours_tps, "plain_generate_tok_s": plain_tps,
-               "decode_ratio": ours_tps / plain_tps, "dtype": lm.placement.dtype_name}
+               "decode_ratio": ours_tps / plain_tps, "decode_tok_s_lean_off": lean_off_tps,
+               "dtype": lm.placement.dtype_name}
     results.update(bench_int4(runs, new_tokens, ids, plain_tps))
     return results
+
+
+def decode_speed(lm, ids: list[int], new_tokens: int, lean: bool = True) -> float:
+    """gptcli's own loop, one prompt, greedy: generated tokens per second of decoding. ``lean=False``: with
+    transformers' forward for every step (GPTCLI_LEAN_DECODE=0), as before the lean decode step."""
+    from gptcli.engine.lean_llama import DISABLE
+    from gptcli.services import generate as gen
+    from gptcli.services.prompting import Fitted
+
+    os.environ[DISABLE] = "1" if lean else "0"
+    try:
+        stats = gen.GenerationStats()
+        list(gen.generate(lm, [Fitted(ids, new_tokens)], gen.GenerationParams(), stats=stats))
+        return stats.generated_tokens / stats.decode_seconds
+    finally:
+        os.environ.pop(DISABLE, None)
+
+
+def public_paragraphs(count: int) -> list[str]:
+    """The first ``count`` articles of the public XSum test sample (benchmarks/data/public/xsum), each cut
+    to its first 600 characters: text nobody here wrote, for the agreement with float32."""
+    path = HERE / "data" / "public" / "xsum" / "test.jsonl"
+    return [json.loads(line)["text"][:600] for line in path.read_text(encoding="utf-8").splitlines()[:count]]
 
 
 def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> dict:
@@ -97,27 +119,17 @@ def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> 
 
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
-    from gptcli.services import generate as gen
-    from gptcli.services.prompting import Fitted
-
-    sys.path.insert(0, str(HERE))
-    import task_inputs
-
     loads, lm = [], None
     for _ in range(runs):
         lm = load_model(LoadOptions(None, dtype="int4"), accept=(CAUSAL_LM,), command="bench")
         loads.append(lm.load_seconds)
 
-    def ours() -> float:
-        stats = gen.GenerationStats()
-        list(gen.generate(lm, [Fitted(ids, new_tokens)], gen.GenerationParams(), stats=stats))
-        return stats.generated_tokens / stats.decode_seconds
-
-    ours()  # warm-up
-    tps = median_of(runs, ours)
+    decode_speed(lm, ids, new_tokens)  # warm-up
+    tps = median_of(runs, lambda: decode_speed(lm, ids, new_tokens))
     results = {"int4_warm_load_s": statistics.median(loads), "int4_decode_tok_s": tps,
-               "int4_decode_ratio_to_plain_bf16": tps / plain_tps}
-    text = [json.loads(line)["text"] for line in task_inputs.paragraphs(20).splitlines()]
+               "int4_decode_ratio_to_plain_bf16": tps / plain_tps,
+               "int4_decode_tok_s_lean_off": median_of(runs, lambda: decode_speed(lm, ids, new_tokens, lean=False))}
+    text = public_paragraphs(20)
     reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
     bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
     for name, model in (("bf16", bf16.model), ("int4", lm.model)):
