@@ -70,6 +70,11 @@ def check_options(processes: int, output: str | None, server: str | None, text: 
     if output is None or is_stream(Path(output).expanduser()):
         raise UsageError(f"{asked} writes its results through --output FILE (each process writes a part, "
                          f"then they are merged in input order); add --output results.jsonl")
+    try:
+        parts_folder(output).exists()
+    except OSError:  # ENAMETOOLONG: the name leaves no room for the parts folder's suffix
+        raise UsageError(f"--output {output}: the name leaves no room for the folder of parts beside it "
+                         f"({PARTS_SUFFIX} added); give a shorter name") from None
     reads_stdin = input_file == "-" or (input_file is None and text in (None, "-"))
     if rank is not None and reads_stdin and not os.environ.get(textio.STDIN_FILE):
         raise UsageError(f"{asked} cannot share stdin between the processes; give the records with --input FILE")
@@ -80,7 +85,7 @@ def note_leftover_parts(output: str | None) -> None:
     if output is None or this_rank() is not None:
         return
     parts = parts_folder(output)
-    if parts.is_dir() and any(parts.glob(PART_GLOB)):
+    if _is_folder(parts) and any(parts.glob(PART_GLOB)):
         from gptcli import console
 
         console.warn(f"{parts} holds results of a run in several processes that did not finish; this run does "
@@ -195,6 +200,13 @@ def _together(collective) -> None:
     except RuntimeError:  # gloo: "Connection closed by peer"
         raise OtherProcessStopped("another process of this run stopped; the results already written are "
                                   "kept: rerun the same command to finish") from None
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a name too long to have one beside it
+        return False
 
 
 def parts_folder(output: str) -> Path:
