@@ -105,11 +105,18 @@ def decode_speed(lm, ids: list[int], new_tokens: int, lean: bool = True) -> floa
         os.environ.pop(DISABLE, None)
 
 
-def public_paragraphs(count: int) -> list[str]:
-    """The first ``count`` articles of the public XSum test sample (benchmarks/data/public/xsum), each cut
-    to its first 600 characters: text nobody here wrote, for the agreement with float32."""
-    path = HERE / "data" / "public" / "xsum" / "test.jsonl"
-    return [json.loads(line)["text"][:600] for line in path.read_text(encoding="utf-8").splitlines()[:count]]
+AGREEMENT_SETS = ("xsum", "gigaword_textsum", "wmt16_en_fi", "sst2", "ag_news")
+
+
+def public_texts() -> list[str]:
+    """Every row of five public sets in benchmarks/data/public (news articles, headlines' articles, news
+    sentences, movie reviews, news snippets: 834 texts, 32,620 tokens), each cut to its first 600
+    characters: text nobody here wrote, for the agreement with float32."""
+    texts = []
+    for name in AGREEMENT_SETS:
+        for path in sorted((HERE / "data" / "public" / name).glob("*.jsonl")):
+            texts += [json.loads(line)["text"][:600] for line in path.read_text(encoding="utf-8").splitlines()]
+    return texts
 
 
 def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> dict:
@@ -129,7 +136,7 @@ def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> 
     results = {"int4_warm_load_s": statistics.median(loads), "int4_decode_tok_s": tps,
                "int4_decode_ratio_to_plain_bf16": tps / plain_tps,
                "int4_decode_tok_s_lean_off": median_of(runs, lambda: decode_speed(lm, ids, new_tokens, lean=False))}
-    text = public_paragraphs(20)
+    text = public_texts()
     reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
     bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
     for name, model in (("bf16", bf16.model), ("int4", lm.model)):
