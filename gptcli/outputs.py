@@ -194,7 +194,7 @@ def open_result_file(output: str, key_fields: tuple[str, ...], run: RunRecord,
     saved = _check_owner(path, output, record_path)
     handle = _open_locked(path, output, record_path)
     try:
-        saved = _read_run_record(record_path) or saved  # as the last writer left it, now that we hold the lock
+        saved = read_run_record(record_path) or saved  # as the last writer left it, now that we hold the lock
         result = ResultFile(path, handle)
         if overwrite and path.stat().st_size:
             result.replacing = run
@@ -211,7 +211,7 @@ def open_result_file(output: str, key_fields: tuple[str, ...], run: RunRecord,
 
 def _check_owner(path: Path, output: str, record_path: Path) -> dict | None:
     """The saved run record; refuses a non-empty file that has none (gptcli did not write it)."""
-    saved = _read_run_record(record_path)
+    saved = read_run_record(record_path)
     if not path.exists() or saved is not None or path.stat().st_size == 0:
         return saved
     if record_path.exists():
@@ -223,7 +223,8 @@ def _check_owner(path: Path, output: str, record_path: Path) -> dict | None:
                      f"file, or move this one aside")
 
 
-def _read_run_record(record_path: Path) -> dict | None:
+def read_run_record(record_path: Path) -> dict | None:
+    """The run record at ``record_path``; None when there is none, or it is damaged (edited)."""
     try:
         saved = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -252,7 +253,7 @@ def _open_locked(path: Path, output: str, record_path: Path):
         handle.close()
         if exc.errno not in (errno.EWOULDBLOCK, errno.EACCES):
             raise UsageError(f"--output {output}: cannot lock ({exc.strerror})") from None
-        holder = (_read_run_record(record_path) or {}).get("pid")
+        holder = (read_run_record(record_path) or {}).get("pid")
         who = f"another gptcli process (pid {holder})" if holder else "another gptcli process"
         raise UsageError(f"--output {output} is being written by {who}; wait for it to finish, "
                          f"or give another --output") from None
@@ -433,7 +434,7 @@ def save_whole(target: str, text: str, run: RunRecord) -> None:
     """
     path = Path(target).expanduser()
     record_path = run_record_path(path)
-    saved = _read_run_record(record_path)
+    saved = read_run_record(record_path)
     ours = saved is not None and saved.get("command") == run.command
     if path.is_dir():
         raise UsageError(f"{target} is a folder; give a file name")

@@ -22,7 +22,6 @@ from gptcli.errors import GptcliError, UsageError
 
 PARTS_SUFFIX = ".gptcli-parts"  # the folder beside the --output where the ranks write their parts
 PART_GLOB = "part-*.jsonl"
-RUN_RECORD_SUFFIX = ".gptcli.json"
 
 
 @dataclass(frozen=True)
@@ -263,11 +262,10 @@ def _part_problem(path: Path, job, run) -> str | None:
     """Why a part cannot be finished by ``run`` (None when it can): other settings, or changed inputs."""
     if path.stat().st_size == 0:  # a process stopped before its first result: nothing to check or keep
         return None
-    try:
-        saved = json.loads(path.with_name(path.name + RUN_RECORD_SUFFIX).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        saved = None
-    if not isinstance(saved, dict) or saved.get("command") != run.command or saved.get("settings") != run.settings:
+    from gptcli.outputs import read_run_record, run_record_path
+
+    saved = read_run_record(run_record_path(path))
+    if saved is None or saved["command"] != run.command or saved["settings"] != run.settings:
         return "other options, model or command"
     made_from = saved.get("inputs") or {}
     for record in _part_records(path):
@@ -282,8 +280,7 @@ def _remove_other_runs_parts(parts: Path, job, run) -> None:
     (its --output is replaced when they are merged)."""
     for path in sorted(parts.glob(PART_GLOB)) if parts.is_dir() else ():
         if _part_problem(path, job, run):
-            path.with_name(path.name + RUN_RECORD_SUFFIX).unlink(missing_ok=True)
-            path.unlink(missing_ok=True)
+            _remove_part(path)
 
 
 def _part_records(path: Path) -> list[dict]:
@@ -326,12 +323,18 @@ def _remove_parts(parts: Path) -> None:
     if not parts.is_dir():
         return
     for path in parts.glob(PART_GLOB):
-        path.with_name(path.name + RUN_RECORD_SUFFIX).unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+        _remove_part(path)
     try:
         parts.rmdir()
     except OSError:
         pass  # something gptcli did not write is in it: it stays
+
+
+def _remove_part(path: Path) -> None:
+    from gptcli.outputs import run_record_path
+
+    run_record_path(path).unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def _pinned(load_options, rank: Rank):
