@@ -76,6 +76,11 @@ def read_stdin() -> str:
     return _decode(_stdin_bytes(), "stdin").lstrip("\ufeff")
 
 
+def read_stdin_bytes() -> bytes:
+    """The whole of stdin as bytes (an image piped in: --image -)."""
+    return _stdin_bytes()
+
+
 def _stdin_bytes() -> bytes:
     if os.environ.get(STDIN_FILE):
         return Path(os.environ[STDIN_FILE]).read_bytes()

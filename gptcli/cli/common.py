@@ -115,8 +115,16 @@ def run_record(command: str, settings: dict, items: list):
     the fields carried into its result)."""
     from gptcli.outputs import RunRecord, input_digest, input_key
 
-    return RunRecord(command, settings, {input_key(item.id): input_digest(
-        {"text": getattr(item, "text", None), "fields": item.fields}) for item in items})
+    return RunRecord(command, settings, {input_key(item.id): input_digest(_identity(item)) for item in items})
+
+
+def _identity(item) -> dict:
+    """What decides an item's result besides the settings: its text, fields and images' bytes."""
+    identity = {"text": getattr(item, "text", None), "fields": item.fields}
+    pictures = getattr(getattr(item, "prompt", None), "images", ())
+    if pictures:  # (only then: the digests of runs without images stay what they were)
+        identity["images"] = [image.digest for image in pictures]
+    return identity
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from gptcli.cli import common, spread
+from gptcli.cli import common, images, spread
 from gptcli.cli import options as opt
 from gptcli.cli import structured
 from gptcli.errors import InputError, UsageError
@@ -45,6 +45,7 @@ def generate(
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
+    image: images.Images = None,
     system: opt.System = None,
     raw: Annotated[bool, typer.Option("--raw", rich_help_panel=opt.INPUT_PANEL,
                                       help="Send the text as it is, without the chat template.")] = False,
@@ -99,6 +100,8 @@ def generate(
       gptcli generate --input batch.jsonl --output-format openai-batch --output results.jsonl  # OpenAI Batch files
 
       gptcli generate --json-schema person.json "Invent a person" | jq .name    # always parses, always validates
+
+      gptcli generate --model HuggingFaceTB/SmolVLM-256M-Instruct --image receipt.jpg "What is the total?"
     """
     from gptcli.services.generate import GenerationParams
     from gptcli.engine.sampling import SamplingParams
@@ -116,7 +119,7 @@ def generate(
                                  allow_pickle=allow_pickle)
     spread.check_options(num_processes, output, server, prompt, input_file)
     common.check_batch_args(prompt, input_file, output)
-    items = _read_items(prompt, input_file)
+    items = _read_items(prompt, input_file, image)
     _attach_jobs(items, params, max_new_tokens, raw, output_format)
     settings = common.run_settings(output, model, adapter, server, dtype=dtype, system=system, raw=raw, truncate=truncate,
                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -173,51 +176,50 @@ def _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle
     return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
 
 
-def _read_items(prompt: str | None, input_file: str | None) -> list[Item]:
+def _read_items(prompt: str | None, input_file: str | None, image_specs: list[str] | None = None) -> list[Item]:
     from gptcli import textio
     from gptcli.services.prompting import Prompt
 
+    if input_file is not None and "-" in (image_specs or ()) and input_file == "-":
+        raise UsageError("--image - and --input - both read stdin; give one of them as a file")
+    if input_file is None and "-" in (image_specs or ()) and prompt in (None, "-"):
+        raise UsageError("--image - reads the image from stdin: give the prompt as an argument")
+    shared = images.option_images(image_specs)  # before the prompt: stdin may be the image
     if input_file is None:
         if prompt not in (None, "-"):
             textio.check_argument(prompt, "the prompt")
-        text = common.single_text(prompt)
-        return [Item(1, Prompt(text=text), {"prompt": text})]
+        text = prompt if shared and "-" in image_specs else common.single_text(prompt)
+        fields = {"prompt": text, **({"images": images.image_names(shared)} if shared else {})}
+        return [Item(1, Prompt(text=text, images=shared), fields)]
     records = textio.read_records(input_file, "prompt")
     from gptcli import openai_batch
 
     if records and openai_batch.is_batch_record(records[0].fields):
+        if shared:
+            raise UsageError("--image is not for an OpenAI Batch --input; put image parts in its messages")
         from gptcli.cli.generate_batch import batch_items
 
         return batch_items(records, Item)
-    items = [Item(r.id, _record_prompt(r), r.fields) for r in records]  # a missing prompt is named first
+    items = [Item(r.id, _record_prompt(r, shared), r.fields) for r in records]  # a missing prompt is named first
     common.refuse_result_fields(records, RESULT_FIELDS, "generate")
     return items
 
 
-def _record_prompt(record):
+def _record_prompt(record, shared: tuple = ()):
     from gptcli.services.prompting import Prompt
 
+    own = images.record_images(record)
     if "messages" in record.fields:
-        return Prompt(messages=_messages(record), where=record.where)
-    return Prompt(text=record.text("prompt"), where=record.where)
+        messages, parts = images.record_messages(record)
+        if own or shared:
+            raise InputError(f"{record.where}: a record with 'messages' gives its images as image parts of its "
+                             f"messages, not in 'images' or with --image")
+        return Prompt(messages=messages, where=record.where, images=parts)
+    return Prompt(text=record.text("prompt"), where=record.where, images=own + shared)
 
 
-ROLES = ("system", "user", "assistant", "tool")
 # What _Sink._record writes after the input's fields; "sample" even with -n 1: it is part of the resume key.
 RESULT_FIELDS = ("sample", "text", "prompt_tokens", "generated_tokens", "finish_reason")
-
-
-def _messages(record) -> tuple[dict, ...]:
-    messages = record.fields["messages"]
-    if not isinstance(messages, list) or not messages:
-        raise InputError(f"{record.where}: field 'messages' must be a non-empty list of {{role, content}} objects")
-    for number, message in enumerate(messages, start=1):
-        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
-            raise InputError(f"{record.where}: messages[{number}] needs a string 'content'")
-        if message.get("role") not in ROLES:
-            raise InputError(f"{record.where}: messages[{number}] has role {message.get('role')!r}; "
-                             f"use one of {', '.join(ROLES)}")
-    return tuple(messages)
 
 
 @dataclass
@@ -286,7 +288,8 @@ class _Run:
 
                 generate_remote(self, load_options.model, todo, sink, clock)
                 return
-            lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate")
+            lm = load_model(load_options, accept=(CAUSAL_LM,), command="generate",
+                            images=any(item.prompt.images for item in todo))
             if self.openai_batch:
                 sink.model = lm.name
             self._generate(lm, todo, sink, clock)

@@ -27,6 +27,8 @@ class Request:
     seed, key and ids give the same tokens whatever else runs beside them. ``logprobs``:
     None for none, 0 for the chosen tokens' log-probabilities, k for those and the k likeliest.
     ``constraint``: what the output must match (a JSON schema, a pattern, choices), or None.
+    ``inputs``: for a prompt with images, an object whose ``tensors()`` gives the model's other
+    inputs for ``ids`` (pixel values ...), made when the prefill runs.
     """
 
     id: Hashable
@@ -38,6 +40,7 @@ class Request:
     logprobs: int | None = None
     stream: bool = False  # emit Delta events as text becomes final
     constraint: Constraint | None = None
+    inputs: object = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ batch whose outputs differ in length never decodes padding for rows that are don
 
 Models whose cache cannot hold rows of different ages (sliding windows, linear attention)
 run in fixed batches on their own cache: a batch is admitted only when the last one ended.
+
+A prompt with images (a vision model's request with ``inputs``) is prefilled on its own, its
+pixel tensors beside its ids, then decodes in the running batch like any row: after the
+prefill its image lives in the KV cache, and the steps that follow feed tokens only.
 """
 
 from __future__ import annotations
@@ -75,8 +79,7 @@ class Scheduler:
         self._drop_cancelled(events)
         with torch.inference_mode():
             admitted = self._admissions()
-            # A fixed batch is one prefill; rows that join a running batch come in power-of-two groups.
-            for group in (power_of_two_groups(admitted) if self.joinable else [admitted] if admitted else []):
+            for group in self._prefill_groups(admitted):
                 self._prefill(group, events)
             if self.running:
                 self._decode(events)
@@ -96,6 +99,16 @@ class Scheduler:
                 self._free(index)
         self._cancelled.clear()
 
+    def _prefill_groups(self, admitted: list[Request]) -> list[list[Request]]:
+        """A fixed batch is one prefill; rows that join a running batch come in power-of-two groups;
+        a prompt with images comes alone (its pixel tensors are its own)."""
+        if not admitted:
+            return []
+        if not self.joinable:
+            return [admitted]
+        with_images = [[r] for r in admitted if r.inputs]
+        return power_of_two_groups([r for r in admitted if not r.inputs]) + with_images
+
     # -- admission ---------------------------------------------------------------------------
     def _admissions(self) -> list[Request]:
         """The queued requests that join now: in queue order, while rows and the token budget allow."""
@@ -106,6 +119,8 @@ class Scheduler:
         chosen: list[Request] = []
         while self.pending and len(running) + len(chosen) < self.batch_size:
             request = self.pending[0]
+            if not self.joinable and (request.inputs or any(r.inputs for r in chosen)) and chosen:
+                break  # a fixed batch with a prompt with images holds that prompt alone
             width = max(widest, _reach(request))
             rows = len(running) + len(chosen) + 1
             if self.max_batch_tokens and rows > 1 and rows * width > self.max_batch_tokens:
@@ -124,7 +139,9 @@ class Scheduler:
             cache = ReservedCache(self._num_layers(), width)
         else:
             cache = reserved_cache_for(self.model, width + max(r.max_new_tokens for r in requests))
-        out = self._forward(ids, attention, positions_of(attention), cache)
+        extra = prefill_inputs(requests[0].inputs.tensors(), width, self.device, self.model.dtype) \
+            if requests[0].inputs else {}
+        out = self._forward(ids, attention, positions_of(attention), cache, extra)
         cache = returned_cache(out)
         rows = [self._new_row(request) for request in requests]
         self.stats.prompt_tokens += sum(len(r.ids) for r in requests)
@@ -318,7 +335,7 @@ class Scheduler:
         self.mask[:, :width] = mask
 
     # -- the model ----------------------------------------------------------------------------
-    def _forward(self, ids, attention, positions, cache):
+    def _forward(self, ids, attention, positions, cache, extra: dict | None = None):
         from gptcli.engine.kvcache import cache_argument
         from gptcli.engine.lean_llama import lean_decoder
 
@@ -326,7 +343,7 @@ class Scheduler:
         if lean is not None:  # the same logits, fewer operators (engine/lean_llama.py)
             return lean.step(ids, attention, positions, cache)
         return self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
-                          **{cache_argument(self.model): cache}, **last_logits_only(self.model))
+                          **{cache_argument(self.model): cache}, **last_logits_only(self.model), **(extra or {}))
 
     def _num_layers(self) -> int:
         config = self.model.config
@@ -377,6 +394,26 @@ def left_pad(sequences: list[list[int]], pad_id: int, device, width: int | None 
         ids[row, width - len(seq):] = torch.tensor(seq, dtype=torch.long)
         mask[row, width - len(seq):] = 1
     return ids.to(device), mask.to(device)
+
+
+# Processor outputs with one value per prompt token: left-padded with the prompt's ids.
+PER_TOKEN_INPUTS = ("token_type_ids", "mm_token_type_ids")
+
+
+def prefill_inputs(inputs: dict, width: int, device, dtype) -> dict:
+    """A prompt's processor tensors on ``device``, pixels in the model's ``dtype``, those with a value
+    per token left-padded (with 0) to the prefill's ``width``, as its ids are."""
+    import torch
+
+    placed = {}
+    for name, value in inputs.items():
+        if not isinstance(value, torch.Tensor):
+            placed[name] = value
+            continue
+        if name in PER_TOKEN_INPUTS and value.shape[-1] < width:
+            value = torch.nn.functional.pad(value, (width - value.shape[-1], 0))
+        placed[name] = value.to(device, dtype=dtype) if value.is_floating_point() else value.to(device)
+    return placed
 
 
 def positions_of(mask):

@@ -35,6 +35,20 @@ def detect_kind(config) -> str:
     return EMBEDDING
 
 
+def takes_images(config) -> bool:
+    """True for an image-text-to-text model (SmolVLM, LLaVA, Qwen2-VL, Gemma 3 ...): a vision tower
+    under a text decoder, loaded with its processor. Such a model is a causal LM that also sees images."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    if getattr(config, "vision_config", None) is None or getattr(config, "is_encoder_decoder", False):
+        return False
+    return getattr(config, "model_type", "") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
+VISION_MODELS_HINT = ("an image-text-to-text model such as HuggingFaceTB/SmolVLM-256M-Instruct, "
+                      "Qwen/Qwen2.5-VL-3B-Instruct, llava-hf/llava-1.5-7b-hf or google/gemma-3-4b-it")
+
+
 def _is_encoder_only(model_type: str) -> bool:
     # BERT-like types also have *ForCausalLM classes in the mapping, but a bare
     # checkpoint of theirs (BertModel, or no head) is an encoder for embeddings.
@@ -42,8 +56,11 @@ def _is_encoder_only(model_type: str) -> bool:
                           "distilbert", "deberta", "deberta-v2", "modernbert", "nomic_bert"}
 
 
-def auto_class(kind: str):
+def auto_class(kind: str, images: bool = False):
     import transformers
+
+    if images:
+        return transformers.AutoModelForImageTextToText
 
     return {
         CAUSAL_LM: transformers.AutoModelForCausalLM,

@@ -45,6 +45,11 @@ class LoadedModel:
     load_seconds: float
     name: str = ""
     import_seconds: float = 0.0
+    processor: Any = None  # an image-text-to-text model's processor (images to pixels and image tokens)
+
+    @property
+    def takes_images(self) -> bool:
+        return self.processor is not None
 
     @property
     def device(self):
@@ -54,6 +59,8 @@ class LoadedModel:
     def context_length(self) -> int | None:
         """The most tokens the model attends to, from its config (None when it has no limit)."""
         config = self.model.config
+        if hasattr(config, "get_text_config"):  # a vision-language model's limit is its text decoder's
+            config = config.get_text_config(decoder=True)
         for attribute in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
             value = getattr(config, attribute, None)
             if isinstance(value, int) and value > 0:
@@ -62,16 +69,18 @@ class LoadedModel:
         return limit if isinstance(limit, int) and 0 < limit < 10_000_000 else None
 
 
-def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> LoadedModel:
+def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, images: bool = False) -> LoadedModel:
     """Resolve, check and load a model for ``command``.
 
     Args:
         options: what the user asked for (spec, device, dtype, remote code, adapter).
         accept: the model kinds (see ``kinds``) the command can work with.
         command: the command name, for error messages.
+        images: the input holds images, so the model must be able to see them.
 
     Raises:
-        InputError: the spec is not a usable model, or of a kind the command cannot use.
+        InputError: the spec is not a usable model, of a kind the command cannot use, or text-only
+            when ``images`` (checked from the config, before any weights load).
         UsageError: bad device/dtype, or remote code needed but not allowed.
         GptcliError: the model cannot be fetched (offline) or fails to load.
     """
@@ -95,9 +104,14 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
     if kind not in accept:
         wanted = " or ".join(kinds.KIND_NAMES[k] for k in accept)
         raise InputError(f"{source.spec} is {kinds.KIND_NAMES[kind]}; `gptcli {command}` needs {wanted}")
+    vision = kind == kinds.CAUSAL_LM and kinds.takes_images(config) and not options.class_labels
+    if images and not vision:
+        raise InputError(f"{source.spec} reads text only, and the input has images; pass --model with "
+                         f"{kinds.VISION_MODELS_HINT}")
     with console.status(f"Loading {source.describe()} ..."):
-        tokenizer = _load_tokenizer(location, extra, options, source)
-        auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind)
+        processor = _load_processor(location, extra, options, source) if vision else None
+        tokenizer = processor.tokenizer if processor else _load_tokenizer(location, extra, options, source)
+        auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind, images=vision)
         model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
             model = _attach_adapter(model, adapter, options.allow_pickle)
@@ -107,7 +121,7 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str) -> L
     console.log(f"loaded {source.describe()} as {kind} in {seconds:.2f} s "
                 f"(after {import_seconds:.2f} s of imports): {placement.reason}{packed_note}")
     return LoadedModel(model, tokenizer, kind, source, placement, seconds, name=source.spec,
-                       import_seconds=import_seconds)
+                       import_seconds=import_seconds, processor=processor)
 
 
 def _import_quietly() -> None:
@@ -153,6 +167,25 @@ def _load_tokenizer(location: str, extra: dict, options: LoadOptions, source: Mo
         # Batching needs a pad token; the attention mask hides it, so reusing EOS is safe here.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _load_processor(location: str, extra: dict, options: LoadOptions, source: ModelSource):
+    """A vision-language model's processor; its tokenizer is the model's tokenizer."""
+    from transformers import AutoProcessor
+
+    try:
+        processor = AutoProcessor.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
+    except Exception as exc:
+        raise _explain_load_failure(exc, source, "processor") from exc
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None or getattr(processor, "image_processor", None) is None:
+        raise InputError(f"cannot load the processor of {source.describe()}: it has no tokenizer or image "
+                         f"processor (processor_config.json / preprocessor_config.json)")
+    if not getattr(tokenizer, "chat_template", None) and getattr(processor, "chat_template", None):
+        tokenizer.chat_template = processor.chat_template  # one renderer for text and image prompts
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return processor
 
 
 def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, placement: Placement,

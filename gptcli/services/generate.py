@@ -103,4 +103,4 @@ def _request(prompt: Fitted, request_id: tuple[int, int], key: str, params: Gene
     from gptcli.engine.api import Request
 
     return Request(request_id, tuple(prompt.ids), prompt.max_new_tokens, params.sampling, params.stop, key,
-                   stream=stream, constraint=params.constraint)
+                   stream=stream, constraint=params.constraint, inputs=prompt.inputs)

@@ -12,11 +12,15 @@ from gptcli.errors import InputError
 
 @dataclass(frozen=True)
 class Prompt:
-    """One input: plain text, or chat messages. ``where`` names it in errors ("prompts.jsonl:3")."""
+    """One input: plain text, or chat messages. ``where`` names it in errors ("prompts.jsonl:3").
+
+    ``images``: checked images (imageio.ImageInput) for a vision-language model; with messages,
+    they fill the messages' image parts in order (services.vision)."""
 
     text: str | None = None
     messages: tuple[dict, ...] | None = None
     where: str = "the prompt"
+    images: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -26,6 +30,7 @@ class Fitted:
     ids: list[int]
     max_new_tokens: int
     note: str | None = None  # why the prompt or the budget was cut, for a warning
+    inputs: object = None  # a vision model's pixel inputs for these ids (services.vision.PixelInputs)
 
 
 def encode_prompt(tokenizer, prompt: Prompt, system: str | None = None, raw: bool = False) -> list[int]:
@@ -184,7 +189,7 @@ def precut(prompt: Prompt, context: int | None, truncate: str | None) -> Prompt:
         raise InputError(f"{prompt.where} is {len(prompt.text):,} characters, far more than the model's context "
                          f"of {context} tokens can hold; shorten it or pass --truncate left|right")
     text = prompt.text[-limit:] if truncate == "left" else prompt.text[:limit]
-    return Prompt(text=text, where=prompt.where)
+    return Prompt(text=text, where=prompt.where, images=prompt.images)
 
 
 def fit_prompt(lm, prompt: Prompt, system: str | None, raw: bool, max_new_tokens: int,
@@ -196,9 +201,18 @@ def fit_prompt(lm, prompt: Prompt, system: str | None, raw: bool, max_new_tokens
     Raises:
         InputError: too long without ``truncate``, or messages the template rejects.
     """
+    from dataclasses import replace
+
+    from gptcli.services.vision import encode
+
     cut = precut(prompt, lm.context_length, truncate)
-    ids = encode_prompt(lm.tokenizer, cut, system, raw)
-    return fit_to_context(ids, lm.context_length, max_new_tokens, truncate, prompt.where)
+    encoded = encode(lm, cut, system, raw)
+    context = lm.context_length
+    if encoded.inputs and context is not None and len(encoded.ids) >= context:  # image tokens cannot be cut
+        raise InputError(f"{prompt.where} is {len(encoded.ids)} tokens with its images' tokens, longer than the "
+                         f"model's context of {context} tokens; send fewer or smaller images, or less text")
+    fitted = fit_to_context(encoded.ids, context, max_new_tokens, truncate, prompt.where)
+    return replace(fitted, inputs=encoded.inputs)
 
 
 def fit_to_context(ids: list[int], context: int | None, max_new_tokens: int, truncate: str | None,
