@@ -36,6 +36,13 @@ def tiny_llama(session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llava(session_dir) -> Path:
+    from tests.tiny_vision import build_llava
+
+    return build_llava(session_dir / "tiny-llava")
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(session_dir) -> Path:
     return tiny_models.build_gpt2(session_dir / "tiny-gpt2")
 

@@ -24,9 +24,9 @@ def test_a_varied_workload_meets_a_bounded_set_of_shapes(tiny_llama, monkeypatch
     shapes = set()
     forward = sched.Scheduler._forward
 
-    def recording(self, ids, attention, positions, cache):
+    def recording(self, ids, attention, positions, cache, *extra):
         shapes.add(tuple(ids.shape))
-        return forward(self, ids, attention, positions, cache)
+        return forward(self, ids, attention, positions, cache, *extra)
 
     monkeypatch.setattr(sched.Scheduler, "_forward", recording)
     rng = random.Random(0)
