@@ -43,6 +43,13 @@ def tiny_llava(session_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_idefics3(session_dir) -> Path:
+    from tests.tiny_vision import build_idefics3
+
+    return build_idefics3(session_dir / "tiny-idefics3")
+
+
+@pytest.fixture(scope="session")
 def tiny_gpt2(session_dir) -> Path:
     return tiny_models.build_gpt2(session_dir / "tiny-gpt2")
 

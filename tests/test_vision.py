@@ -167,6 +167,22 @@ def test_text_prompts_on_a_vision_model_still_work(cli, tiny_llava):
     assert result.exit_code == 0 and result.stdout == _own_generate(tiny_llava, "hello world", []) + "\n"
 
 
+def test_smolvlm_architecture_batch_of_different_sized_images_equals_its_own_generate(cli, tiny_idefics3,
+                                                                                      pictures, tmp_path):
+    wide = _picture(tmp_path / "wide.png", (30, 200, 30), (90, 30))  # more tiles: more image tokens
+    records = [{"prompt": "the cat", "images": [str(wide)]}, {"prompt": "hello world"},
+               {"prompt": "the dog", "images": [str(pictures["red"]), str(pictures["blue"])]}]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("generate", "--input", batch, "-m", tiny_idefics3, *ARGS, "--json", "--batch-size", "3")
+    assert result.exit_code == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    for record, asked in zip(got, records):
+        own = _own_generate(tiny_idefics3, asked["prompt"], [Path(p) for p in asked.get("images", [])])
+        assert record["text"] == own
+    assert got[0]["prompt_tokens"] != got[2]["prompt_tokens"]
+
+
 def test_raw_with_an_image_is_refused(cli, tiny_llava, pictures):
     result = cli("generate", "x", "-m", tiny_llava, "--image", pictures["red"], "--raw")
     assert result.exit_code == 2 and "drop --raw" in result.stderr
