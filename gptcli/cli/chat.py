@@ -39,9 +39,11 @@ def chat(
     Up recalls earlier lines. Ctrl-C stops a reply (the session goes on) or
     clears the line; Ctrl-C twice at an empty prompt, Ctrl-D or /exit ends it.
 
-    Commands: /system TEXT, /reset, /save FILE (one `messages` record, which
-    `gptcli generate --input FILE` reads), /load FILE, /help, /exit; //TEXT
-    sends a message that starts with /.
+    Commands: /system TEXT, /image PATH (attaches an image, a path or an http(s)
+    URL, to the next message, for an image-text-to-text model), /reset, /save FILE
+    (one `messages` record, which `gptcli generate --input FILE` reads; images as
+    image_url parts naming their paths), /load FILE, /help, /exit; //TEXT sends a
+    message that starts with /.
 
     A conversation longer than the model's context drops its oldest turns (the
     system prompt stays), with a notice on stderr.
@@ -60,6 +62,8 @@ def chat(
       printf 'hello\\n/save talk.jsonl\\n' | gptcli chat
 
       gptcli generate --input talk.jsonl    # the saved conversation, continued
+
+      gptcli chat --model HuggingFaceTB/SmolVLM-256M-Instruct   # then: /image photo.png
 
       gptcli chat --server http://127.0.0.1:8000   # a running `gptcli serve`
     """

@@ -12,7 +12,7 @@ import queue
 from typing import Callable
 
 from gptcli.errors import GptcliError
-from gptcli.services.conversation import WHERE, ChatSettings, Conversation, Reply, fit_conversation
+from gptcli.services.conversation import WHERE, ChatSettings, Conversation, Reply, fit_conversation, split_images
 from gptcli.signals import Terminated
 
 CANCEL_SECONDS = 60.0  # a cancel is seen between two steps: far less than this even on a big model
@@ -34,6 +34,11 @@ class LocalChat:
     @property
     def model_name(self) -> str:
         return self.lm.name
+
+    @property
+    def takes_images(self) -> bool:
+        """Whether the model is an image-text-to-text one (/image refuses images otherwise)."""
+        return self.lm.takes_images
 
     def reply(self, conversation: Conversation, turn: int, on_text: Callable[[str], None],
               on_note: Callable[[str], None]) -> Reply:
@@ -57,10 +62,14 @@ class LocalChat:
     def close(self) -> None:
         self.worker.stop(timeout=CANCEL_SECONDS, finish=False)
 
-    def _encode(self, messages: list[dict]) -> list[int]:
-        from gptcli.services.prompting import Prompt, encode_prompt
+    def _encode(self, messages: list[dict]):
+        """Token ids and pixel inputs (services.vision.Encoded): a text model's through its chat
+        template as before, a vision model's through its processor, the images filling their parts."""
+        from gptcli.services.prompting import Prompt
+        from gptcli.services.vision import encode
 
-        return encode_prompt(self.lm.tokenizer, Prompt(messages=tuple(messages), where=WHERE))
+        plain, images = split_images(messages)
+        return encode(self.lm, Prompt(messages=tuple(plain), where=WHERE, images=images), None, False)
 
     def _request(self, turn: int, fitted):
         from gptcli.engine.api import Request
@@ -68,7 +77,7 @@ class LocalChat:
         # The key is the turn's, as the server makes it from the body's key: seeded samples match.
         settings = self.settings
         return Request(next(self._ids), tuple(fitted.ids), fitted.max_new_tokens, settings.sampling, settings.stop,
-                       key=f"{turn}:0", stream=True)
+                       key=f"{turn}:0", stream=True, inputs=fitted.inputs)
 
     def _wait(self, request_id: int, events: queue.Queue, on_text) -> Reply:
         shown: list[str] = []
