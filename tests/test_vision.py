@@ -8,46 +8,22 @@ from pathlib import Path
 
 import pytest
 
+from tests.tiny_vision import own_generate, picture
+
 ARGS = ("--dtype", "float32", "--max-new-tokens", "10")
-
-
-def _picture(path: Path, color, size=(40, 30), fmt=None, exif=None) -> Path:
-    from PIL import Image
-
-    image = Image.new("RGB", size, color)
-    image.putpixel((0, 0), (255, 255, 255))
-    image.save(path, fmt, **({"exif": exif} if exif is not None else {}))
-    return path
 
 
 @pytest.fixture
 def pictures(tmp_path) -> dict:
-    return {"red": _picture(tmp_path / "red.png", (200, 10, 10)),
-            "blue": _picture(tmp_path / "blue.jpg", (10, 20, 220), (30, 44), "JPEG")}
-
-
-def _own_generate(folder: Path, prompt: str, images: list[Path], new_tokens: int = 10) -> str:
-    """What the model's own `generate` gives for the processor's inputs of the same messages."""
-    import torch
-    from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    processor = AutoProcessor.from_pretrained(folder)
-    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
-    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    pixels = [Image.open(p).convert("RGB") for p in images]
-    inputs = processor(text=[text], images=[pixels] if pixels else None, add_special_tokens=False,
-                       return_tensors="pt")
-    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
-    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return {"red": picture(tmp_path / "red.png", (200, 10, 10)),
+            "blue": picture(tmp_path / "blue.jpg", (10, 20, 220), (30, 44), "JPEG")}
 
 
 def test_greedy_output_equals_the_models_own_generate(cli, tiny_llava, pictures):
     for name in ("red", "blue"):  # a PNG and a JPEG
         result = cli("generate", "what is in it", "-m", tiny_llava, "--image", pictures[name], *ARGS)
         assert result.exit_code == 0, result.stderr
-        assert result.stdout == _own_generate(tiny_llava, "what is in it", [pictures[name]]) + "\n"
+        assert result.stdout == own_generate(tiny_llava, "what is in it", [pictures[name]]) + "\n"
 
 
 def test_two_images_and_the_image_changes_the_answer(cli, tiny_llava, pictures):
@@ -55,7 +31,7 @@ def test_two_images_and_the_image_changes_the_answer(cli, tiny_llava, pictures):
                *ARGS, "--json")
     record = json.loads(both.stdout)
     assert record["images"] == [str(pictures["red"]), str(pictures["blue"])]
-    assert record["text"] == _own_generate(tiny_llava, "the cat", [pictures["red"], pictures["blue"]])
+    assert record["text"] == own_generate(tiny_llava, "the cat", [pictures["red"], pictures["blue"]])
     text_only = json.loads(cli("generate", "the cat", "-m", tiny_llava, *ARGS, "--json").stdout)
     assert record["prompt_tokens"] == text_only["prompt_tokens"] + 2 * 17  # 16 image tokens and a newline each
 
@@ -79,7 +55,7 @@ def test_batch_mixes_images_and_text_in_input_order_and_each_equals_its_run_alon
              "d": ("the dog", [pictures["blue"]])}
     for record in got:
         prompt, images = alone[record["id"]]
-        assert record["text"] == _own_generate(tiny_llava, prompt, images), record["id"]
+        assert record["text"] == own_generate(tiny_llava, prompt, images), record["id"]
 
 
 def test_rerun_resumes_and_a_changed_image_is_a_different_run(cli, tiny_llava, pictures, tmp_path):
@@ -90,7 +66,7 @@ def test_rerun_resumes_and_a_changed_image_is_a_different_run(cli, tiny_llava, p
     first = out.read_text()
     again = cli("generate", "--input", batch, "-m", tiny_llava, *ARGS, "--output", out)
     assert again.exit_code == 0 and out.read_text() == first
-    _picture(pictures["red"], (0, 200, 0))  # same name, other pixels: its old result must not be kept
+    picture(pictures["red"], (0, 200, 0))  # same name, other pixels: its old result must not be kept
     changed = cli("generate", "--input", batch, "-m", tiny_llava, *ARGS, "--output", out)
     assert changed.exit_code == 2 and out.read_text() == first, changed.stderr
 
@@ -100,7 +76,7 @@ def test_image_from_stdin_and_from_a_local_url(cli, tiny_llava, pictures):
     import threading
     from functools import partial
 
-    expected = _own_generate(tiny_llava, "what is in it", [pictures["red"]])
+    expected = own_generate(tiny_llava, "what is in it", [pictures["red"]])
     piped = cli("generate", "what is in it", "-m", tiny_llava, "--image", "-", *ARGS,
                 input=pictures["red"].read_bytes())
     assert piped.exit_code == 0 and piped.stdout == expected + "\n", piped.stderr
@@ -124,7 +100,7 @@ def test_exif_orientation_is_applied(tmp_path):
 
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
-    path = _picture(tmp_path / "turned.jpg", (100, 100, 100), (40, 20), "JPEG", exif=exif.tobytes())
+    path = picture(tmp_path / "turned.jpg", (100, 100, 100), (40, 20), "JPEG", exif=exif.tobytes())
     assert Image.open(path).size == (40, 20)
     assert read_image(str(path)).pixels().size == (20, 40)
 
@@ -134,7 +110,7 @@ def test_exif_orientation_is_applied(tmp_path):
     (lambda p: p.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n"), "not an image"),
     (lambda p: p.write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>'), "not an image"),
     (lambda p: p.write_bytes(_png_bytes()[:60]), "cannot be decoded"),
-    (lambda p: _picture(p, (0, 0, 0), (8000, 7000), "PNG"), "pixels, more than"),
+    (lambda p: picture(p, (0, 0, 0), (8000, 7000), "PNG"), "pixels, more than"),
     (lambda p: None, "no such file"),
 ])
 def test_bad_images_are_refused_before_any_model_loads(cli, tiny_llava, tmp_path, make, says):
@@ -164,12 +140,12 @@ def test_a_text_only_model_given_an_image_names_a_model_kind_that_can(cli, tiny_
 
 def test_text_prompts_on_a_vision_model_still_work(cli, tiny_llava):
     result = cli("generate", "hello world", "-m", tiny_llava, *ARGS)
-    assert result.exit_code == 0 and result.stdout == _own_generate(tiny_llava, "hello world", []) + "\n"
+    assert result.exit_code == 0 and result.stdout == own_generate(tiny_llava, "hello world", []) + "\n"
 
 
 def test_smolvlm_architecture_batch_of_different_sized_images_equals_its_own_generate(cli, tiny_idefics3,
                                                                                       pictures, tmp_path):
-    wide = _picture(tmp_path / "wide.png", (30, 200, 30), (90, 30))  # more tiles: more image tokens
+    wide = picture(tmp_path / "wide.png", (30, 200, 30), (90, 30))  # more tiles: more image tokens
     records = [{"prompt": "the cat", "images": [str(wide)]}, {"prompt": "hello world"},
                {"prompt": "the dog", "images": [str(pictures["red"]), str(pictures["blue"])]}]
     batch = tmp_path / "batch.jsonl"
@@ -178,7 +154,7 @@ def test_smolvlm_architecture_batch_of_different_sized_images_equals_its_own_gen
     assert result.exit_code == 0, result.stderr
     got = [json.loads(line) for line in result.stdout.splitlines()]
     for record, asked in zip(got, records):
-        own = _own_generate(tiny_idefics3, asked["prompt"], [Path(p) for p in asked.get("images", [])])
+        own = own_generate(tiny_idefics3, asked["prompt"], [Path(p) for p in asked.get("images", [])])
         assert record["text"] == own
     assert got[0]["prompt_tokens"] != got[2]["prompt_tokens"]
 

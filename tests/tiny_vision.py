@@ -83,3 +83,30 @@ def build_idefics3(folder: Path, seed: int = 0, context: int = 1024) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def picture(path: Path, color, size=(40, 30), fmt=None, exif=None) -> Path:
+    """A small RGB image of one colour (a white corner pixel), saved in ``fmt`` (from the suffix if None)."""
+    from PIL import Image
+
+    image = Image.new("RGB", size, color)
+    image.putpixel((0, 0), (255, 255, 255))
+    image.save(path, fmt, **({"exif": exif} if exif is not None else {}))
+    return path
+
+
+def own_generate(folder: Path, prompt: str, images: list[Path], new_tokens: int = 10) -> str:
+    """What the model's own `generate` gives for the processor's inputs of the same messages."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder, dtype=torch.float32).eval()
+    content = [{"type": "image"} for _ in images] + [{"type": "text", "text": prompt}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+    pixels = [Image.open(p).convert("RGB") for p in images]
+    inputs = processor(text=[text], images=[pixels] if pixels else None, add_special_tokens=False,
+                       return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
+    return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
