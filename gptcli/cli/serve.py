@@ -34,8 +34,10 @@ def serve(
     max_queued: Annotated[int, typer.Option(min=1, rich_help_panel=LIMITS_PANEL,
                                             help="Requests (one per choice) that may wait for a free row; past it "
                                                  "the server answers 429.")] = 64,
-    max_request_bytes: Annotated[int, typer.Option(min=1024, rich_help_panel=LIMITS_PANEL,
-                                                   help="Largest request body accepted; past it, 413.")] = 4 * 2**20,
+    max_request_bytes: Annotated[Optional[int], typer.Option(
+        min=1024, rich_help_panel=LIMITS_PANEL,
+        help="Largest request body accepted; past it, 413. Default: 4 MiB, or 64 MiB for a model that takes "
+             "images (data URLs are a third larger than the image files).")] = None,
     batch_size: Annotated[int, typer.Option(min=0, rich_help_panel=LIMITS_PANEL,
                                             help="Requests generated together (rows of the running batch); 0 "
                                                  "chooses from the free memory.")] = 0,

@@ -9,6 +9,10 @@ from gptcli.server.host import EngineHost
 from gptcli.server.naming import ServedName
 
 
+TEXT_BODY_BYTES = 4 * 2**20
+IMAGE_BODY_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """What the command line decides about the server itself (not about the model)."""
@@ -17,8 +21,15 @@ class ServeSettings:
     port: int = 8000
     api_key: str | None = None
     max_queued: int = 64
-    max_request_bytes: int = 4 * 2**20
+    max_request_bytes: int | None = None  # None: body_limit() chooses from the served model
     verbose: bool = False
+
+    def body_limit(self, takes_images: bool) -> int:
+        """The largest request body: as given, else room for a long text prompt, or for a few
+        photos sent as base64 data URLs (a third larger than the files) to a vision model."""
+        if self.max_request_bytes is not None:
+            return self.max_request_bytes
+        return IMAGE_BODY_BYTES if takes_images else TEXT_BODY_BYTES
 
 
 @dataclass
@@ -52,6 +63,6 @@ def create_app(served: Served, settings: ServeSettings):
     app.include_router(tasks.router)  # gptcli's own routes, for the commands' --server
     app.include_router(batch_tasks.router)  # summarize, translate and classify
     install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, max_bytes=settings.body_limit(getattr(served.lm, "takes_images", False)))
     app.add_middleware(ApiKeyGate, api_key=settings.api_key)  # added last: runs first
     return Contained(app)

@@ -102,8 +102,9 @@ def _param_path(location: list[str]) -> str:
 
 
 def _is_union_branch(part: str) -> bool:
-    # pydantic names which member of a union it tried ("str", "list[TextPart]", "function-after[...]")
-    return part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-")
+    # pydantic names which member of a union it tried ("str", "list[ContentPart]", "ImageURL",
+    # "function-after[...]"); JSON field names here are all lower case
+    return part in {"str", "int", "float", "bool"} or "[" in part or part.startswith("function-") or part[:1].isupper()
 
 
 def unexpected(exc: BaseException, where: str) -> ApiError:

@@ -52,8 +52,10 @@ def check_constrainable(lm) -> None:
         raise bad_request(f"'response_format': {exc}", "response_format") from None
 
 
-def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[int]) -> Job:
-    """Engine requests for ``prompts`` (each with its token budget), ``n`` choices each.
+def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[int],
+         inputs: list | None = None) -> Job:
+    """Engine requests for ``prompts`` (each with its token budget and, for images, its pixel
+    inputs: ``vision.PixelInputs``), ``n`` choices each.
 
     Raises:
         ApiError: 400 for sampling values the engine cannot use (named by their JSON parameter).
@@ -65,12 +67,13 @@ def plan(body, kind: str, model: str, prompts: list[list[int]], budgets: list[in
     logprobs = body.logprob_count()
     constraint = body.constraint()
     requests = []
-    for number, (ids, budget) in enumerate(zip(prompts, budgets)):
+    inputs = inputs or [None] * len(prompts)
+    for number, (ids, budget, extra) in enumerate(zip(prompts, budgets, inputs)):
         for sample in range(choices):
             index = number * choices + sample
             key = str(index) if sampling.seed is not None else f"{job_id}:{index}"
             requests.append(Request((job_id, index), tuple(ids), budget, sampling, stops, key, logprobs,
-                                    stream=bool(body.stream), constraint=constraint))
+                                    stream=bool(body.stream), constraint=constraint, inputs=extra))
     return Job(kind, job_id, model, tuple(requests), sum(len(ids) for ids in prompts), logprobs,
                body.include_usage(), int(time.time()))
 

@@ -1,4 +1,4 @@
-"""/health, /v1/models, /v1/chat/completions and /v1/completions.
+"""/health, /v1/models, /v1/chat/completions (text and image parts) and /v1/completions.
 
 Each route checks the whole request (model, parameters, prompt length) before anything is
 queued, so every refusal is a real HTTP status, streamed or not; then it queues the job and
@@ -34,10 +34,11 @@ async def models(request: Request) -> dict:
 async def chat_completions(body: schemas.ChatCompletionRequest, request: Request):
     served = request.app.state.served
     model = _checked(body, served)
-    messages = prompts.chat_messages(body.messages)
-    ids = await served.host.prepare(prompts.encode_chat, served.lm, messages)
-    budget = prompts.budget(served.lm, ids, body.limit(), "the messages", "messages")
-    return await _run(jobs.plan(body, jobs.CHAT, model, [ids], [budget]), served, request)
+    chat = prompts.chat_messages(body.messages)
+    images = await prompts.read_images(served.lm, chat.images)
+    encoded = await served.host.prepare(prompts.encode_chat, served.lm, chat.messages, images)
+    budget = prompts.budget(served.lm, encoded.ids, body.limit(), "the messages", "messages")
+    return await _run(jobs.plan(body, jobs.CHAT, model, [encoded.ids], [budget], [encoded.inputs]), served, request)
 
 
 @router.post("/v1/completions")

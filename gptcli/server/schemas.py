@@ -23,14 +23,25 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
-class TextPart(_Body):
+class ImageURL(_Body):
+    url: str
+    detail: Optional[str] = None  # OpenAI's resolution hint; the model's processor decides the size here
+
+
+class ContentPart(_Body):
+    """A part of a message's content: ``text``, or ``image_url`` (a data URL or an http(s) URL)."""
+
     type: str
     text: Optional[str] = None
+    image_url: Union[ImageURL, str, None] = None  # some clients send the URL itself as the value
+
+    def url(self) -> str | None:
+        return self.image_url.url if isinstance(self.image_url, ImageURL) else self.image_url
 
 
 class ChatMessage(_Body):
     role: str
-    content: Union[str, list[TextPart], None] = None
+    content: Union[str, list[ContentPart], None] = None
 
 
 class StreamOptions(_Body):

@@ -184,8 +184,10 @@ def test_embeddings_as_float_lists_over_raw_http(server, embedder):
     ({"top_logprobs": 2}, "top_logprobs"),
     ({"presence_penalty": 2.5}, "presence_penalty"),
     ({"messages": [{"role": "robot", "content": "hi"}]}, "messages[0].role"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+    ({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
      "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+     "messages[0].content[0].image_url"),
 ])
 def test_bad_parameters_are_400_in_openai_error_shape(server, change, param):
     body = {"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, **change}
@@ -201,6 +203,18 @@ def test_the_openai_client_raises_its_own_errors(client):
     with pytest.raises(openai.NotFoundError, match="tiny-llama"):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
     assert _chat(client, "hi", max_tokens=2, presence_penalty=0, frequency_penalty=0).choices  # 0 is accepted
+
+
+def test_text_parts_are_joined_and_an_image_for_a_text_model_is_400(client):
+    parts = [{"type": "text", "text": "the cat sat"}, {"type": "text", "text": "on the mat"}]
+    joined = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": parts}],
+                                            max_tokens=6, **GREEDY)
+    assert joined.choices[0].message.content == _chat(client, "the cat sat\non the mat", max_tokens=6,
+                                                      **GREEDY).choices[0].message.content
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": [image]}])
+    assert refused.value.body["code"] == "images_not_supported" and "reads text only" in refused.value.body["message"]
 
 
 def test_a_body_that_is_not_json_is_400_not_422(server):
