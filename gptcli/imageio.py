@@ -163,6 +163,21 @@ def fetch_url(url: str, where: str, seconds: float = URL_SECONDS, limit: int = M
     return data
 
 
+def data_url(image: ImageInput) -> str:
+    """The image's own bytes as a ``data:`` URL, for a server (``--server``): the file is read again
+    and must still be what was checked."""
+    import io
+
+    from PIL import Image
+
+    data = image.data if image.data is not None else _file_bytes(image.path, image.name)
+    if image.data is None and hashlib.sha256(data).hexdigest() != image.digest:
+        raise InputError(f"{image.name} changed while gptcli was running; run again")
+    with Image.open(io.BytesIO(data), formats=FORMATS) as opened:  # the header only: checked already
+        mime = Image.MIME.get(opened.format, "image/png")
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
 def is_data_url(source: str) -> bool:
     return bool(_DATA_URL.match(source))
 

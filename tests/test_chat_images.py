@@ -174,7 +174,7 @@ def test_a_failed_message_keeps_its_images_attached_and_a_saved_chat_reloads_the
     session.handle("more", print)
     with pytest.raises(InputError, match="red.png: no such file"):  # a reloaded chat checks its images again
         Session(_Seeing(), Conversation(), 8).handle("/load talk.jsonl", print)
-    remote = Session(object(), Conversation(), 8)  # RemoteChat has no takes_images
-    with pytest.raises(InputError, match="do not go through --server"):
+    remote = Session(object(), Conversation(), 8)  # a server that does not say it takes images
+    with pytest.raises(InputError, match="does not take images"):
         remote.handle("/image blue.png", print)
     assert to_record(session.conversation)["messages"][0]["content"][1] == {"type": "text", "text": "what is it"}

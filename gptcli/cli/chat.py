@@ -132,5 +132,5 @@ def _remote(server: str, model: str | None, settings):
     from gptcli.cli.remote import served_model
     from gptcli.client import ServerClient
 
-    name = served_model(server, model, "generate")["model"]  # the server is up and has it, before the first turn
-    return RemoteChat(ServerClient(server), model, name, settings)
+    info = served_model(server, model, "generate")  # the server is up and has it, before the first turn
+    return RemoteChat(ServerClient(server), model, info["model"], settings, info.get("takes_images"))

@@ -25,11 +25,13 @@ TOO_LONG_MARK = "longer than the model's context of "
 class RemoteChat:
     """Replies to a conversation from the server ``client`` talks to (client.ServerClient)."""
 
-    def __init__(self, client, model: str | None, model_name: str, settings: ChatSettings):
+    def __init__(self, client, model: str | None, model_name: str, settings: ChatSettings,
+                 takes_images: bool | None = None):
         self.client = client
         self.model = model
         self.model_name = model_name
         self.settings = settings
+        self.takes_images = takes_images  # None: a server too old to say (its route takes no images)
 
     def reply(self, conversation: Conversation, turn: int, on_text: Callable[[str], None],
               on_note: Callable[[str], None]) -> Reply:
@@ -80,8 +82,13 @@ class RemoteChat:
         raise GptcliError(f"the stream from {self.client.url} ended without a reply (did the server stop?)")
 
     def _body(self, conversation: Conversation, turn: int) -> dict:
+        from gptcli.imageio import data_url
+        from gptcli.services.conversation import split_images
+
         settings = self.settings
-        return {"model": self.model, "messages": conversation.messages(), "where": WHERE,
+        messages, images = split_images(conversation.messages())
+        return {"model": self.model, "messages": messages, "images": [data_url(image) for image in images],
+                "where": WHERE,
                 "max_new_tokens": settings.max_new_tokens, "sampling": asdict(settings.sampling),
                 "stop": list(settings.stop), "key": str(turn), "stream": True}
 

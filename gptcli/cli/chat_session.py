@@ -115,11 +115,11 @@ class Session:
         console.info(f"attached {image.name} ({width}x{height}); {goes} with your next message")
 
     def _no_images(self) -> str | None:
-        """Why the replier cannot see images, or None where it can: a text-only model, or a server (the
-        RemoteChat replier has no ``takes_images``: the server's generate route takes no images yet)."""
+        """Why the replier cannot see images, or None where it can: a text-only model, or a server that
+        does not say it takes them (a gptcli serve older than images)."""
         takes = getattr(self.replier, "takes_images", None)
         if takes is None:
-            return "images do not go through --server yet; run an image-text-to-text model here (drop --server)"
+            return "this server does not take images (an older gptcli serve?); update it, or drop --server"
         if not takes:
             from gptcli.models.kinds import VISION_MODELS_HINT
 

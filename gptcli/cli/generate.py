@@ -120,9 +120,6 @@ def generate(
     spread.check_options(num_processes, output, server, prompt, input_file)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file, image)
-    if server and any(item.prompt.images for item in items):  # its task route takes text and messages only
-        raise UsageError("--server does not carry images yet; run the model here (drop --server), or send the "
-                         "images to the server's /v1/chat/completions as image_url parts")
     _attach_jobs(items, params, max_new_tokens, raw, output_format)
     settings = common.run_settings(output, model, adapter, server, dtype=dtype, system=system, raw=raw, truncate=truncate,
                                    max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,

@@ -22,8 +22,10 @@ def generate_remote(run, model: str | None, items: list, sink, clock) -> None:
     from gptcli.services.generate import Completion
 
     client = ServerClient(run.server)
+    if any(item.prompt.images for item in items):
+        _check_takes_images(run.server, model)
     run_seed = _run_seed(run.params.sampling)
-    bodies = [_body(run, model, item, input_key(item.id), run_seed) for item in items]
+    bodies = _Bodies(lambda item: _body(run, model, item, input_key(item.id), run_seed), items)
     total = sum(item.job.params.num_samples for item in items)
     if run.openai_batch:  # OpenAI result lines name the served model
         sink.model = client.get("/gptcli/v1/info")["model"]
@@ -47,6 +49,34 @@ def generate_remote(run, model: str | None, items: list, sink, clock) -> None:
                      f"total {time.perf_counter() - clock.started:.2f} s")
 
 
+class _Bodies:
+    """The request bodies, each made when it is sent: a prompt's images become data URLs only then,
+    so a batch of thousands of photos never holds them all as base64 at once."""
+
+    def __init__(self, make, items: list):
+        self.make = make
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.make(self.items[index])
+
+
+def _check_takes_images(server: str, model: str | None) -> None:
+    """Exit 2 before any request when the served model reads text only."""
+    from gptcli.cli.remote import served_model
+    from gptcli.errors import InputError
+
+    info = served_model(server, model, "generate")
+    if not info.get("takes_images"):
+        from gptcli.models.kinds import VISION_MODELS_HINT
+
+        raise InputError(f"the input has images, and {info['model']} on {server} reads text only; serve "
+                         f"{VISION_MODELS_HINT}")
+
+
 def _run_seed(sampling) -> int | None:
     """Without --seed a local run draws one seed for the whole run; draw it here, so the server
     samples this run's requests from it as a local run would (and not from a seed of its own)."""
@@ -62,7 +92,14 @@ def _body(run, model: str | None, item, key: str, run_seed: int | None) -> dict:
             "where": prompt.where, "system": run.system, "raw": job.raw, "truncate": run.truncate,
             "max_new_tokens": job.max_new_tokens, "sampling": asdict(sampling), "stop": list(job.params.stop),
             "num_samples": job.params.num_samples, "key": key,
-            "constraint": [job.params.constraint.kind, job.params.constraint.spec] if job.params.constraint else None}
+            "constraint": [job.params.constraint.kind, job.params.constraint.spec] if job.params.constraint else None,
+            "images": _data_urls(prompt.images)}
+
+
+def _data_urls(images) -> list[str]:
+    from gptcli.imageio import data_url
+
+    return [data_url(image) for image in images]
 
 
 def _streamed(client, body: dict, sink) -> dict:

@@ -46,7 +46,7 @@ def takes_images(config) -> bool:
 
 
 VISION_MODELS_HINT = ("an image-text-to-text model such as HuggingFaceTB/SmolVLM-256M-Instruct, "
-                      "Qwen/Qwen2.5-VL-3B-Instruct, llava-hf/llava-1.5-7b-hf or google/gemma-3-4b-it")
+                      "llava-hf/llava-1.5-7b-hf or google/gemma-3-4b-it")
 
 
 def _is_encoder_only(model_type: str) -> bool:

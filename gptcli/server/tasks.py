@@ -1,7 +1,7 @@
 """gptcli's own task routes, which the commands use with --server.
 
 ``POST /gptcli/v1/generate`` takes one prompt as `gptcli generate` holds it (text or messages,
-system, raw, truncate, sampling, stops, samples, the input's key) and fits and runs it with
+its images as data URLs, system, raw, truncate, sampling, stops, samples, the input's key) and fits and runs it with
 the same services, so a command sent here writes what it would have written locally.
 Errors a local run would raise as bad input or usage come back as 400 with their message
 and ``type: input_error`` (code ``usage_error`` for usage), and the client raises them again.
@@ -43,6 +43,7 @@ class GenerateTask(BaseModel):
     key: str = "0"
     stream: bool = False
     constraint: Optional[list[str]] = None  # [kind, spec] of engine.constraints.Constraint
+    images: list[str] = []  # data URLs, filling the prompt's image parts in order (before a plain prompt's text)
 
 
 @router.get("/gptcli/v1/info")
@@ -56,7 +57,8 @@ async def info(request: Request, task: str = "generate", model: Optional[str] = 
     served = request.app.state.served
     name, embedding = task_model(served, task, model)
     spec = served.embedder.spec if embedding else served.lm.source.spec
-    return {"model": name.id, "identity": model_identity(spec)}
+    takes_images = not embedding and served.lm.takes_images
+    return {"model": name.id, "identity": model_identity(spec), "takes_images": takes_images}
 
 
 @router.post("/gptcli/v1/generate")
@@ -115,11 +117,30 @@ def _constraint(lm, given: list[str] | None):
 def _fit(lm, body: GenerateTask):
     from gptcli.services.prompting import Prompt, fit_prompt
 
-    prompt = Prompt(text=body.prompt, messages=tuple(body.messages) if body.messages else None, where=body.where)
     try:
+        prompt = Prompt(text=body.prompt, messages=tuple(body.messages) if body.messages else None, where=body.where,
+                        images=_images(body))
         return fit_prompt(lm, prompt, body.system, body.raw, body.max_new_tokens, body.truncate)
     except (InputError, UsageError) as exc:
         raise refused(exc) from None
+
+
+def _images(body: GenerateTask) -> tuple:
+    """The task's images, checked as a local run checks them; only data URLs (the client read them)."""
+    from gptcli.imageio import MAX_BYTES, is_data_url, read_image
+    from gptcli.server.prompts import MAX_IMAGES
+
+    if len(body.images) > MAX_IMAGES:
+        raise InputError(f"{body.where} has {len(body.images)} images, more than the {MAX_IMAGES} the server takes "
+                         f"in one prompt")
+    images = []
+    for number, url in enumerate(body.images, 1):
+        if not is_data_url(url):
+            raise UsageError(f"{body.where}: image {number} must be a data URL; the server opens no files")
+        if len(url) > MAX_BYTES * 2:  # a bound before decoding
+            raise InputError(f"{body.where}: image {number} is larger than the {MAX_BYTES // 2**20} MiB allowed")
+        images.append(read_image(url, f"{body.where} image {number}"))
+    return tuple(images)
 
 
 def _requests(body: GenerateTask, fitted, sampling, job_id: str, constraint) -> list:
@@ -127,7 +148,7 @@ def _requests(body: GenerateTask, fitted, sampling, job_id: str, constraint) -> 
 
     # The key is the input's and the sample's, as in a local run: seeded samples come out the same.
     return [Request((job_id, s), tuple(fitted.ids), fitted.max_new_tokens, sampling, tuple(body.stop),
-                    key=f"{body.key}:{s}", stream=body.stream, constraint=constraint)
+                    key=f"{body.key}:{s}", stream=body.stream, constraint=constraint, inputs=fitted.inputs)
             for s in range(body.num_samples)]
 
 

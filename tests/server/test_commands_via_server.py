@@ -112,3 +112,11 @@ def unused_port() -> int:
     with socket.socket() as probe:  # bound then closed: nothing listens there during the test
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def test_images_for_a_text_only_served_model_are_exit_2_before_any_request(server, tmp_path):
+    from tests.tiny_vision import picture
+
+    result = _client("generate", "--server", server.url, "what is it", "--image", picture(tmp_path / "a.png", (9, 9, 9)))
+    assert result.returncode == 2 and result.stdout == ""
+    assert "reads text only" in result.stderr and "image-text-to-text" in result.stderr
