@@ -110,3 +110,49 @@ def own_generate(folder: Path, prompt: str, images: list[Path], new_tokens: int 
                        return_tensors="pt")
     out = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False)
     return processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+QWEN_TOKENS = ("<|vision_start|>", "<|image_pad|>", "<|vision_end|>", "<|video_pad|>")
+QWEN_TEMPLATE = CHAT_TEMPLATE.replace("<image>\n", "<|vision_start|><|image_pad|><|vision_end|>")
+
+
+def build_qwen2_vl(folder: Path, seed: int = 0, context: int = 512) -> Path:
+    """Qwen2-VL's architecture: a ViT merging 2 x 2 patches, a Qwen2 decoder with 3-D rotary positions
+    (M-RoPE) for image tokens. Saved with its tokenizer, image processor and chat template; its processor
+    itself also needs a video processor, which transformers builds only with torchvision."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    tokenizer = train_tokenizer(chat=True)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(QWEN_TOKENS)})
+    tokenizer.model_max_length = context
+    token = tokenizer.convert_tokens_to_ids
+    text = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+                initializer_range=0.3)  # sharp attention: positions change the greedy tokens
+    vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, in_channels=3, mlp_ratio=2)
+    config = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=token("<|image_pad|>"),
+                           video_token_id=token("<|video_pad|>"), vision_start_token_id=token("<|vision_start|>"),
+                           vision_end_token_id=token("<|vision_end|>"))
+    torch.manual_seed(seed)
+    model = Qwen2VLForConditionalGeneration(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    tokenizer.chat_template = QWEN_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    qwen_image_processor().save_pretrained(folder)
+    return folder
+
+
+def qwen_image_processor():
+    """Images of 4 to 16 merged 28-pixel patches: a few tokens each, their grid following the image's shape."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    return Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2,
+                                    temporal_patch_size=2)

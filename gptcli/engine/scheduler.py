@@ -141,9 +141,10 @@ class Scheduler:
             cache = reserved_cache_for(self.model, width + max(r.max_new_tokens for r in requests))
         extra = prefill_inputs(requests[0].inputs.tensors(), width, self.device, self.model.dtype) \
             if requests[0].inputs else {}
-        out = self._forward(ids, attention, positions_of(attention), cache, extra)
+        positions, offsets = self._prefill_positions(ids, attention, extra)
+        out = self._forward(ids, attention, positions, cache, extra)
         cache = returned_cache(out)
-        rows = [self._new_row(request) for request in requests]
+        rows = [self._new_row(request, offset) for request, offset in zip(requests, offsets)]
         self.stats.prompt_tokens += sum(len(r.ids) for r in requests)
         alive = self._pick_and_advance(rows, out.logits[:, -1, :], events)
         if self.joinable:
@@ -152,11 +153,22 @@ class Scheduler:
             self.slots = [row if i in alive else None for i, row in enumerate(rows)]
             self.cache, self.mask = cache, attention
 
-    def _new_row(self, request: Request) -> Row:
+    def _prefill_positions(self, ids, attention, extra: dict) -> tuple:
+        """Position ids for the prefill, and each row's offset to its length for the tokens after it:
+        0, but for images on a model with 3-D positions (engine/mrope.py)."""
+        if extra:
+            from gptcli.engine.mrope import image_positions
+
+            placed = image_positions(self.model, ids, attention, extra)
+            if placed is not None:
+                return placed
+        return positions_of(attention), [0] * ids.shape[0]
+
+    def _new_row(self, request: Request, offset: int = 0) -> Row:
         picker = self._picker(request.sampling)
         stream = picker.generators([request.key])
         return Row(request, RowText(self.tokenizer, request.stop), stream[0] if stream else None,
-                   position=len(request.ids) - 1, history=list(request.ids) if picker.needs_history else None,
+                   position=len(request.ids) - 1 + offset, history=list(request.ids) if picker.needs_history else None,
                    logprobs=[] if request.logprobs is not None else None, grammar=self._grammar(request))
 
     def _grammar(self, request: Request):

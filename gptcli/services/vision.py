@@ -89,21 +89,10 @@ def encode(lm, prompt, system: str | None, raw: bool) -> Encoded:
     if not getattr(lm.tokenizer, "chat_template", None):
         raise InputError(f"{lm.name} has no chat template to place the images in; give it one "
                          f"(chat_template.jinja in the model folder)")
-    if images and _has_3d_positions(lm.model):
-        raise InputError(f"{prompt.where}: {lm.name} places image tokens with 3-D rotary positions (Qwen2-VL's "
-                         f"kind), which gptcli's engine does not compute yet; use a LLaVA, Idefics3/SmolVLM or "
-                         f"Gemma 3 model")
     messages = image_messages(prompt, system)
     if count_images(messages) != len(images):
         raise InputError(f"{prompt.where}: {count_images(messages)} image parts for {len(images)} images")
     return _processed(lm, messages, images, prompt.where)
-
-
-def _has_3d_positions(model) -> bool:
-    # Qwen2-VL and its kin give image tokens (time, row, column) positions from get_rope_index; the
-    # engine's 1-D positions would run them as text positions: wrong answers, not an error.
-    inner = getattr(model, "model", None)
-    return hasattr(inner, "get_rope_index") or hasattr(model, "get_rope_index")
 
 
 def _processed(lm, messages: list[dict], images: list, where: str) -> Encoded:
