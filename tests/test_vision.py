@@ -162,3 +162,21 @@ def test_smolvlm_architecture_batch_of_different_sized_images_equals_its_own_gen
 def test_raw_with_an_image_is_refused(cli, tiny_llava, pictures):
     result = cli("generate", "x", "-m", tiny_llava, "--image", pictures["red"], "--raw")
     assert result.exit_code == 2 and "drop --raw" in result.stderr
+
+
+def test_qwen2_vl_needs_torchvision_and_the_error_says_how_to_install_it(cli, tmp_path):
+    """Qwen2-VL's processor is built by transformers only with torchvision (none for CPU torch on this
+    machine's index): without it, exit 2 with the install command; with it, the model's own answer."""
+    import importlib.util
+
+    from tests.tiny_vision import build_qwen2_vl
+
+    folder = build_qwen2_vl(tmp_path / "tiny-qwen2-vl")
+    image = picture(tmp_path / "red.png", (200, 10, 10), (110, 105))
+    result = cli("generate", "what is in it", "-m", folder, "--image", image, *ARGS)
+    if importlib.util.find_spec("torchvision") is None:
+        assert result.exit_code == 2 and "needs torchvision" in result.stderr
+        assert "pip install 'torchvision==0." in result.stderr and "loaded" not in result.stderr
+    else:
+        assert result.exit_code == 0, result.stderr
+        assert result.stdout == own_generate(folder, "what is in it", [image]) + "\n"

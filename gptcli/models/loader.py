@@ -176,6 +176,9 @@ def _load_processor(location: str, extra: dict, options: LoadOptions, source: Mo
     try:
         processor = AutoProcessor.from_pretrained(location, trust_remote_code=options.trust_remote_code, **extra)
     except Exception as exc:
+        if "torchvision" in str(exc).lower():  # Qwen2-VL's kind: transformers builds their video processor with it
+            raise UsageError(f"the processor of {source.describe()} needs torchvision, which is not installed; "
+                             f"{_torchvision_command()}") from exc
         raise _explain_load_failure(exc, source, "processor") from exc
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None or getattr(processor, "image_processor", None) is None:
@@ -186,6 +189,17 @@ def _load_processor(location: str, extra: dict, options: LoadOptions, source: Mo
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return processor
+
+
+def _torchvision_command() -> str:
+    """How to install the torchvision release built for this torch (its minor version is torch's + 15)."""
+    import torch
+
+    version = torch.__version__
+    major_minor = version.split("+")[0].split(".")[:2]
+    pin = f"torchvision==0.{int(major_minor[1]) + 15}.*" if major_minor[0] == "2" else "torchvision"
+    index = " --index-url https://download.pytorch.org/whl/cpu" if "+cpu" in version else ""
+    return f"pip install '{pin}'{index} (the build for torch {version})"
 
 
 def _load_weights(auto_cls, location: str, extra: dict, options: LoadOptions, placement: Placement,
