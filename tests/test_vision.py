@@ -180,3 +180,23 @@ def test_qwen2_vl_needs_torchvision_and_the_error_says_how_to_install_it(cli, tm
     else:
         assert result.exit_code == 0, result.stderr
         assert result.stdout == own_generate(folder, "what is in it", [image]) + "\n"
+
+
+def test_gemma3_architecture_batch_with_a_sliding_window_equals_its_own_generate(cli, tmp_path, pictures):
+    """A prompt with an image is longer than the first layer's window; fixed batches hold one such prompt."""
+    from tests.tiny_vision import build_gemma3
+
+    folder = build_gemma3(tmp_path / "tiny-gemma3")
+    records = [{"prompt": "the cat", "images": [str(pictures["red"])]}, {"prompt": "hello world"},
+               {"prompt": "the cat", "images": [str(pictures["blue"])]}, {"prompt": "two small red houses"}]
+    batch = tmp_path / "batch.jsonl"
+    batch.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("generate", "--input", batch, "-m", folder, "--dtype", "float32", "--max-new-tokens", "24", "--json",
+                 "--batch-size", "4")
+    assert result.exit_code == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    assert got[0]["prompt_tokens"] > 16  # past the window
+    for record, asked in zip(got, records):
+        own = own_generate(folder, asked["prompt"], [Path(p) for p in asked.get("images", [])], new_tokens=24)
+        assert record["text"] == own, asked
+    assert got[0]["text"] != got[2]["text"]  # the same words with another image: the image is seen

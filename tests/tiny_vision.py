@@ -156,3 +156,45 @@ def qwen_image_processor():
 
     return Qwen2VLImageProcessorPil(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 16, patch_size=14, merge_size=2,
                                     temporal_patch_size=2)
+
+
+GEMMA_IMAGE_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+
+
+def build_gemma3(folder: Path, seed: int = 0, context: int = 512) -> Path:
+    """Gemma 3's architecture: a SigLIP tower pooled to 4 tokens an image, a Gemma 3 decoder whose
+    first layer attends through a 16-token sliding window (shorter than an image prompt), and image
+    tokens that attend to each other both ways (token_type_ids)."""
+    import torch
+    from transformers import (AutoTokenizer, Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor,
+                              Gemma3TextConfig, SiglipVisionConfig)
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    trained = train_tokenizer(chat=True)
+    trained.add_special_tokens({"additional_special_tokens": list(GEMMA_IMAGE_TOKENS.values())})
+    trained.model_max_length = context
+    trained.save_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder, extra_special_tokens=GEMMA_IMAGE_TOKENS)  # named: the processor reads them
+    token = tokenizer.convert_tokens_to_ids
+    text = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                            num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=context,
+                            sliding_window=16, layer_types=["sliding_attention", "full_attention"],
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=8)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=4,
+                          boi_token_index=token("<start_of_image>"), eoi_token_index=token("<end_of_image>"),
+                          image_token_index=token("<image_soft_token>"))
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # at the default scale image tokens vanish beside Gemma's scaled text embeddings
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0, 1.0)
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": 32, "width": 32}),
+                                tokenizer=tokenizer, image_seq_length=4,
+                                chat_template=CHAT_TEMPLATE.replace("<image>\n", "<start_of_image>"))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
