@@ -200,3 +200,23 @@ def test_gemma3_architecture_batch_with_a_sliding_window_equals_its_own_generate
         own = own_generate(folder, asked["prompt"], [Path(p) for p in asked.get("images", [])], new_tokens=24)
         assert record["text"] == own, asked
     assert got[0]["text"] != got[2]["text"]  # the same words with another image: the image is seen
+
+
+def test_seeded_sampling_stops_and_samples_with_images_work_as_for_text(cli, tiny_llava, pictures, tmp_path):
+    sampled = ("--temperature", "1.0", "--seed", "7", "-n", "2", "--json")
+    once = cli("generate", "the cat", "-m", tiny_llava, "--image", pictures["red"], *ARGS, *sampled)
+    again = cli("generate", "the cat", "-m", tiny_llava, "--image", pictures["red"], *ARGS, *sampled)
+    assert once.exit_code == 0, once.stderr
+    samples = [json.loads(line)["text"] for line in once.stdout.splitlines()]
+    assert once.stdout == again.stdout and len(samples) == 2 and samples[0] != samples[1]
+    batch = tmp_path / "b.jsonl"  # the same record beside others: the same samples (seeded per record)
+    batch.write_text(json.dumps({"prompt": "the cat", "images": [str(pictures["red"])]}) + "\n" +
+                     json.dumps({"prompt": "hello"}) + "\n")
+    mixed = cli("generate", "--input", batch, "-m", tiny_llava, *ARGS, *sampled)
+    assert [json.loads(line)["text"] for line in mixed.stdout.splitlines()][:2] == samples
+    greedy = own_generate(tiny_llava, "the cat", [pictures["red"]])
+    stop = greedy[3:5]  # a stop string inside the greedy answer ends it there
+    stopped = cli("generate", "the cat", "-m", tiny_llava, "--image", pictures["red"], *ARGS, "--stop", stop,
+                  "--json")
+    record = json.loads(stopped.stdout)
+    assert record["text"] == greedy[:greedy.index(stop)] and record["finish_reason"] == "stop"
