@@ -2,7 +2,7 @@
 
 Why: decoding one token at a time on a CPU, a third of each step of the default model went to the small
 operators and Python around the matrix products in transformers' generic forward (masks built for any
-shape, attention dispatch, output records, three products where one would do). For one new token per row
+shape, attention dispatch, output records, three products where one would do). For a few new tokens per row
 this module runs the same layers itself:
 
 - q, k and v in one product, and gate and up in one, over weights concatenated once, in place (the
@@ -58,7 +58,7 @@ def _eligible(model) -> bool:
 
 
 class LeanDecoder:
-    """One decode step (one new token per row) of a LlamaForCausalLM."""
+    """One decode step (new tokens per row, after cached ones) of a LlamaForCausalLM."""
 
     def __init__(self, model):
         self.model = model
@@ -68,22 +68,34 @@ class LeanDecoder:
 
     @torch.no_grad()
     def step(self, ids, attention, positions, cache):
-        """Logits of the last position, as transformers' forward with ``logits_to_keep=1`` returns them.
+        """Logits of the new positions, as transformers' forward returns them (``logits_to_keep`` = their number).
 
-        ``ids`` and ``positions``: rows x 1; ``attention``: rows x (cached columns + 1), 1 where a row
+        ``ids`` and ``positions``: rows x new (one token per row while decoding; a token and its guessed
+        continuation for engine/speculative.py); ``attention``: rows x (cached columns + new), 1 where a row
         attends; ``cache``: the transformers Cache that holds the earlier columns (updated in place).
         """
         inner = self.model.model
         hidden = inner.embed_tokens(ids)
         cos, sin = inner.rotary_emb(hidden, positions)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        # transformers drops an all-ones mask for SDPA and then lets SDPA group the heads itself; with a
-        # mask it folds the query heads onto the key/value heads (pack_gqa): each kernel as it would choose.
-        mask = None if bool(attention.all()) else attention.bool()[:, None, None, :]
         for index, layer in enumerate(self.layers):
-            hidden = layer(hidden, cos, sin, mask, cache, index)
+            hidden = layer(hidden, cos, sin, _mask(attention, ids.shape[1]), cache, index)
         logits = self.model.lm_head(_rms_norm(inner.norm, hidden))
         return SimpleNamespace(logits=logits, cache=cache, past_key_values=cache)
+
+
+def _mask(attention, new: int):
+    """The attention mask for SDPA: None where every row attends to every column (one new token, no padding).
+
+    transformers drops an all-ones mask for SDPA and then lets SDPA group the heads itself; with a mask it
+    folds the query heads onto the key/value heads (pack_gqa): each kernel as it would choose. Several new
+    tokens also attend causally among themselves.
+    """
+    if new == 1:
+        return None if bool(attention.all()) else attention.bool()[:, None, None, :]
+    columns = attention.shape[1]
+    causal = torch.ones((new, columns), dtype=torch.bool, device=attention.device).tril(columns - new)
+    return attention.bool()[:, None, None, :] & causal
 
 
 class _LeanLayer:
@@ -97,16 +109,16 @@ class _LeanLayer:
         self.gate_up = _joined([mlp.gate_proj, mlp.up_proj])
 
     def __call__(self, hidden, cos, sin, mask, cache, index: int):
-        rows = hidden.shape[0]
+        rows, new = hidden.shape[:2]
         x = _rms_norm(self.input_norm, hidden)
         q, k, v = self.qkv(x)
-        q = q.view(rows, 1, self.heads, self.head_dim).transpose(1, 2)
-        k = k.view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = v.view(rows, 1, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = q.view(rows, new, self.heads, self.head_dim).transpose(1, 2)
+        k = k.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(rows, new, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = _rotated(q, cos, sin), _rotated(k, cos, sin)
         k, v = cache.update(k, v, index)
         out = self._attend(q, k, v, mask)
-        hidden = hidden + self.o_proj(out.transpose(1, 2).reshape(rows, 1, -1))
+        hidden = hidden + self.o_proj(out.transpose(1, 2).reshape(rows, new, -1))
         gate, up = self.gate_up(_rms_norm(self.post_norm, hidden))
         return hidden + self.down_proj(F.silu(gate) * up)
 
@@ -114,8 +126,8 @@ class _LeanLayer:
         groups = self.heads // self.kv_heads
         if groups == 1:
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling)
-        if mask is None:
-            return F.scaled_dot_product_attention(q, k, v, scale=self.scaling, enable_gqa=True)
+        if mask is None or q.shape[2] > 1:  # several new tokens: their causal mask differs per query
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scaling, enable_gqa=True)
         rows, _, _, width = q.shape
         packed = F.scaled_dot_product_attention(q.reshape(rows, self.kv_heads, groups, width), k, v,
                                                 attn_mask=mask, scale=self.scaling)

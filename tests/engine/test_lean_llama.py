@@ -106,3 +106,26 @@ def test_joined_int4_products_equal_each_layers_own(rows):
     joined = _joined(layers)(x)
     assert [tuple(out.shape) for out in joined] == [(rows, 1, 128), (rows, 1, 64), (rows, 1, 64)]
     assert all(torch.equal(out, layer(x)) for out, layer in zip(joined, layers))
+
+
+@pytest.mark.parametrize("prompts", [[[5, 17, 42, 8, 99, 3]], [[5, 17, 42, 8, 99, 3], [7, 7], [120, 4, 61]]],
+                         ids=["one row", "padded rows"])
+def test_several_new_tokens_at_once_give_transformers_logits(tiny_llama, prompts):
+    """A token and its guessed continuation (engine/speculative.py) in one lean pass: each position's logits
+    are transformers' for the same pass (float32; several queries take other kernels, so not bit for bit)."""
+    lm = _loaded(tiny_llama, "float32")
+    lean = lean_decoder(lm.model)
+    new = torch.tensor([[11, 12, 13, 14]] * len(prompts))
+    results = []
+    for step in (lean.step, lambda *args: lm.model(input_ids=args[0], attention_mask=args[1], position_ids=args[2],
+                                                   cache=args[3], use_cache=True)):
+        ids, attention = left_pad(prompts, lm.tokenizer.pad_token_id, "cpu")
+        cache = ReservedCache(lm.model.config.num_hidden_layers, ids.shape[1] + 4)
+        with torch.inference_mode():
+            lm.model(input_ids=ids, attention_mask=attention, position_ids=positions_of(attention), cache=cache,
+                     use_cache=True)
+            positions = positions_of(attention)[:, -1:] + torch.arange(1, 5)
+            attention = torch.cat([attention, attention.new_ones((len(prompts), 4))], dim=1)
+            results.append(step(new, attention, positions, cache).logits[:, -4:])
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+    assert not torch.allclose(results[0][:, 0], results[0][:, 1], atol=1e-3)  # each position its own logits
