@@ -278,5 +278,8 @@ def report_stats(lm, stats, clock: RunClock) -> None:
     """One stats line on stderr."""
     speed = stats.generated_tokens / stats.decode_seconds if stats.decode_seconds else 0.0
     first = f"{stats.first_token_seconds:.3f} s" if stats.first_token_seconds is not None else "n/a"
+    guessed = getattr(stats, "drafted_tokens", 0)
+    lookup = f" · prompt lookup kept {stats.accepted_tokens} of {guessed} guessed tok" if guessed else ""
     console.info(stats_line(lm, clock, f"prompt {stats.prompt_tokens} tok · first token {first} · "
-                                       f"{stats.generated_tokens} tok in {stats.decode_seconds:.2f} s ({speed:.1f} tok/s)"))
+                                       f"{stats.generated_tokens} tok in {stats.decode_seconds:.2f} s ({speed:.1f} tok/s)"
+                                       f"{lookup}"))

@@ -84,6 +84,8 @@ class GenerationStats:
     generated_tokens: int = 0
     first_token_seconds: float | None = None
     decode_seconds: float = 0.0  # time spent in steps (prefill and decode)
+    drafted_tokens: int = 0  # tokens guessed by prompt lookup and checked (engine/speculative.py)
+    accepted_tokens: int = 0  # of those, the ones the model picked too
     _started: float = field(default_factory=time.perf_counter, repr=False)
 
     def mark_first_token(self) -> None:

@@ -19,6 +19,8 @@ class Row:
     history: list[int] | None = None  # prompt + generated ids, for penalties that read them
     logprobs: list[TokenLogprob] | None = None
     grammar: object = None  # a constraints.RowGrammar when the request has a constraint
+    lookup: object = None  # a lookup.PromptLookup once the row has run alone (engine/speculative.py)
+    pause: int = 0  # plain steps left before the row guesses again
     _logprobs_sent: int = field(default=0, repr=False)
 
     def advance(self, token: int, eos_ids: set[int], logprob: TokenLogprob | None) -> list:

@@ -229,6 +229,8 @@ class Scheduler:
 
         if self.joinable and self.cache.length + 1 > self.cache.capacity:
             self._compact()
+        if self._speculated(events):
+            return
         tokens = [row.last if row else self.pad_id for row in self.slots]
         positions = [row.position if row else 0 for row in self.slots]
         ids = torch.tensor(tokens, device=self.device).unsqueeze(1)
@@ -249,6 +251,55 @@ class Scheduler:
         for n, slot in enumerate(live):
             if n not in alive:
                 self._free(slot)
+
+    def _speculated(self, events: list[Event]) -> bool:
+        """One pass over a lone row's next token and its guessed continuation (engine/speculative.py);
+        False, having done nothing, where there is no guess or it would not pay."""
+        from gptcli.engine import speculative
+
+        live = [i for i, row in enumerate(self.slots) if row is not None]
+        if not self.joinable or len(live) != 1 or len(self.slots) != 1 or not speculative.enabled():
+            return False
+        row, length = self.slots[0], self.cache.length
+        draft = speculative.draft_for(row, self.cache.capacity - length)
+        if not draft:
+            return False
+        import torch
+
+        fed = [row.last, *draft]
+        ids = torch.tensor([fed], device=self.device)
+        positions = torch.arange(row.position, row.position + len(fed), device=self.device).unsqueeze(0)
+        self.mask[:, length:length + len(fed)] = 1
+        logits = self._forward_all(ids, self.mask[:, :length + len(fed)], positions)
+        kept = 0
+        for index in range(len(fed)):
+            alive = self._pick_and_advance([row], logits[:, index, :], events)
+            kept = index + 1  # fed tokens whose keys and values hold: the row's token and the guesses it took
+            if not alive:
+                self._free(0)
+                break
+            if index == len(draft) or row.last != draft[index]:
+                break
+        accepted = kept - 1
+        self.cache.set_length(length + kept)
+        self.mask[:, length + kept:length + len(fed)] = 0
+        self.stats.drafted_tokens += len(draft)
+        self.stats.accepted_tokens += accepted
+        speculative.note_checked(row, len(draft), accepted)
+        return True
+
+    def _forward_all(self, ids, attention, positions):
+        """The logits of every fed position."""
+        from gptcli.engine.kvcache import cache_argument
+        from gptcli.engine.lean_llama import lean_decoder
+
+        lean = lean_decoder(self.model)
+        if lean is not None:
+            return lean.step(ids, attention, positions, self.cache).logits
+        keep = {"logits_to_keep": ids.shape[1]} if last_logits_only(self.model) else {}
+        out = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=True,
+                         **{cache_argument(self.model): self.cache}, **keep)
+        return out.logits[:, -ids.shape[1]:, :]
 
     def _pick_and_advance(self, rows: list[Row], logits, events: list[Event]) -> list[int]:
         """Pick each row's next token; advance the rows; the indices of those still running."""
