@@ -20,13 +20,12 @@ import time
 from collections import deque
 from typing import Hashable
 
-from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request, TokenLogprob
+from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request
+from gptcli.engine.picking import Picking
 from gptcli.engine.rows import Row
 from gptcli.engine.shapes import power_of_two_groups, row_bucket, width_bucket
-from gptcli.engine.decoding import RowText
 
 MIN_HEADROOM = 64  # columns kept free past the packed rows when the cache is rebuilt
-MAX_PICKERS = 64  # samplers kept for settings no queued or running request uses any more
 
 
 class Scheduler:
@@ -54,7 +53,7 @@ class Scheduler:
         self.mask = None  # rows x capacity: 1 where a row's own tokens are
         self.stats = stats if stats is not None else GenerationStats()
         self._cancelled: set[Hashable] = set()
-        self._pickers: dict = {}
+        self.picking = Picking(lm, self.device, self.pad_id, self.eos_ids, self.stats)
 
     # -- the queue ---------------------------------------------------------------------------
     def submit(self, request: Request) -> None:
@@ -144,9 +143,9 @@ class Scheduler:
         positions, offsets = self._prefill_positions(ids, attention, extra)
         out = self._forward(ids, attention, positions, cache, extra)
         cache = returned_cache(out)
-        rows = [self._new_row(request, offset) for request, offset in zip(requests, offsets)]
+        rows = [self.picking.new_row(request, len(request.ids) - 1 + offset) for request, offset in zip(requests, offsets)]
         self.stats.prompt_tokens += sum(len(r.ids) for r in requests)
-        alive = self._pick_and_advance(rows, out.logits[:, -1, :], events)
+        alive = self.picking.advance(rows, out.logits[:, -1, :], events)
         if self.joinable:
             self._place(rows, alive, cache, attention, width)
         else:
@@ -163,20 +162,6 @@ class Scheduler:
             if placed is not None:
                 return placed
         return positions_of(attention), [0] * ids.shape[0]
-
-    def _new_row(self, request: Request, offset: int = 0) -> Row:
-        picker = self._picker(request.sampling)
-        stream = picker.generators([request.key])
-        return Row(request, RowText(self.tokenizer, request.stop), stream[0] if stream else None,
-                   position=len(request.ids) - 1 + offset, history=list(request.ids) if picker.needs_history else None,
-                   logprobs=[] if request.logprobs is not None else None, grammar=self._grammar(request))
-
-    def _grammar(self, request: Request):
-        if request.constraint is None:
-            return None
-        from gptcli.engine.constraints import RowGrammar, grammar_tokenizer
-
-        return RowGrammar(grammar_tokenizer(self.lm), request.constraint)
 
     def _place(self, prefilled: list[Row], alive: list[int], prefill, attention, width: int) -> None:
         """Put the newly prefilled rows still running (``alive``) into free slots of the batch."""
@@ -247,7 +232,7 @@ class Scheduler:
             self.cache = returned_cache(out)
         live = [i for i, row in enumerate(self.slots) if row is not None]
         logits = out.logits[:, -1, :]
-        alive = self._pick_and_advance([self.slots[i] for i in live], logits[live], events)
+        alive = self.picking.advance([self.slots[i] for i in live], logits[live], events)
         for n, slot in enumerate(live):
             if n not in alive:
                 self._free(slot)
@@ -273,7 +258,7 @@ class Scheduler:
         logits = self._forward_all(ids, self.mask[:, :length + len(fed)], positions)
         kept = 0
         for index in range(len(fed)):
-            alive = self._pick_and_advance([row], logits[:, index, :], events)
+            alive = self.picking.advance([row], logits[:, index, :], events)
             kept = index + 1  # fed tokens whose keys and values hold: the row's token and the guesses it took
             if not alive:
                 self._free(0)
@@ -301,61 +286,13 @@ class Scheduler:
                          **{cache_argument(self.model): self.cache}, **keep)
         return out.logits[:, -ids.shape[1]:, :]
 
-    def _pick_and_advance(self, rows: list[Row], logits, events: list[Event]) -> list[int]:
-        """Pick each row's next token; advance the rows; the indices of those still running."""
-        picked = self._pick(rows, logits)
-        self.stats.mark_first_token()
-        alive = []
-        for n, row in enumerate(rows):
-            token, logprob = picked[n]
-            made = row.advance(token, self.eos_ids, logprob)
-            events.extend(made)
-            if made and isinstance(made[-1], Finished):
-                self.stats.generated_tokens += made[-1].generated_tokens
-            else:
-                alive.append(n)
-        return alive
-
-    def _pick(self, rows: list[Row], logits) -> list[tuple[int, TokenLogprob | None]]:
-        """One token per row; rows with the same sampling settings are picked together."""
-        import torch
-
-        picked: list = [None] * len(rows)
-        raw, logits = logits, _constrained(rows, logits)
-        groups: dict = {}
-        for n, row in enumerate(rows):
-            groups.setdefault(row.request.sampling, []).append(n)
-        for sampling, members in groups.items():
-            picker = self._picker(sampling)
-            index = torch.tensor(members, device=logits.device)
-            group_logits = logits.index_select(0, index)
-            history = None
-            if picker.needs_history:
-                history, _ = left_pad([rows[n].history for n in members], self.pad_id, logits.device)
-            streams = [rows[n].stream for n in members] if not picker.greedy else None
-            generated = [rows[n].text.ids for n in members] if picker.needs_generated else None
-            tokens = picker(history, group_logits, streams, generated).tolist()
-            for k, n in enumerate(members):  # the model's own log-probabilities, before any constraint
-                picked[n] = (tokens[k], _logprob(raw[n], tokens[k], rows[n].request.logprobs))
-        return picked
-
-    def _picker(self, sampling):
-        from gptcli.engine.sampling import TokenPicker
-
-        picker = self._pickers.get(sampling)
-        if picker is None:
-            picker = self._pickers[sampling] = TokenPicker(sampling, self.device)
-        return picker
-
     # -- housekeeping --------------------------------------------------------------------------
     def _free(self, slot: int) -> None:
         self.slots[slot] = None
 
     def _tidy(self) -> None:
         """Give memory back when the batch has emptied, shrink it when the queue has run dry."""
-        if len(self._pickers) > MAX_PICKERS:  # a server sees a new seed or temperature with each request
-            used = {r.sampling for r in self.pending} | {row.request.sampling for row in self.slots if row}
-            self._pickers = {k: v for k, v in self._pickers.items() if k in used}
+        self.picking.forget_unused({r.sampling for r in self.pending} | {row.request.sampling for row in self.slots if row})
         if not self.joinable:
             if not self.running:
                 self.slots, self.cache, self.mask = [], None, None
@@ -414,37 +351,8 @@ class Scheduler:
         return config.num_hidden_layers
 
 
-def _constrained(rows: list[Row], logits):
-    """The logits with every token a row's grammar does not allow next set to -inf."""
-    members = [n for n, row in enumerate(rows) if row.grammar is not None]
-    if not members:
-        return logits
-    import torch
-
-    from gptcli.engine.constraints import allowed_tokens
-
-    allowed = allowed_tokens([rows[n].grammar for n in members], logits.shape[-1], logits.device)
-    index = torch.tensor(members, device=logits.device)
-    masked = logits.index_select(0, index).masked_fill(~allowed, float("-inf"))
-    return logits.index_copy(0, index, masked)
-
-
 def _reach(request: Request) -> int:
     return len(request.ids) + request.max_new_tokens
-
-
-def _logprob(logits, token: int, top: int | None) -> TokenLogprob | None:
-    """The model's log-probability of the picked token (before sampling warpers), and the top ``top``."""
-    if top is None:
-        return None
-    import torch
-
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    best = ()
-    if top > 0:
-        values, indices = logprobs.topk(top)
-        best = tuple(zip(indices.tolist(), values.tolist()))
-    return TokenLogprob(token, float(logprobs[token]), best)
 
 
 def left_pad(sequences: list[list[int]], pad_id: int, device, width: int | None = None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from gptcli.engine import picking
 from gptcli.engine import scheduler as sched
 from gptcli.engine.api import Delta, Finished, Request
 from gptcli.models import LoadOptions, load_model
@@ -130,8 +131,8 @@ def test_logprobs_are_the_models_own_for_each_picked_token(lm):
 def test_samplers_of_finished_requests_do_not_pile_up(lm):
     scheduler = sched.Scheduler(lm, batch_size=4)
     ids = tuple(lm.tokenizer("rain")["input_ids"])
-    for seed in range(3 * sched.MAX_PICKERS):  # a server: every request its own seed
+    for seed in range(3 * picking.MAX_PICKERS):  # a server: every request its own seed
         scheduler.submit(Request(seed, ids, 1, SamplingParams(temperature=1.0, seed=seed), key="0"))
         while scheduler.has_work():
             scheduler.step()
-    assert len(scheduler._pickers) <= sched.MAX_PICKERS + 1
+    assert len(scheduler.picking.pickers) <= picking.MAX_PICKERS + 1
