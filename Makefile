@@ -1,25 +1,32 @@
 # make demo: install everything into .venv and ask the default model a question.
-# make test: install everything into .venv and run the whole test suite.
+# make test: install everything into .venv (and the optional llama.cpp engine) and run the whole test suite.
 # Both install the tested versions in constraints.txt. make test-latest: the newest versions
 # pyproject.toml allows, in their own venv (upgraded on every run), then the whole suite.
 VENV ?= .venv
 LATEST_VENV ?= .venv-latest
 STAMP := $(VENV)/.gptcli-installed
+LLAMACPP_STAMP := $(VENV)/.gptcli-llamacpp-installed
 
 .PHONY: demo test test-latest install bench clean
 
 demo: $(STAMP)
 	$(VENV)/bin/gptcli generate "What is the capital of France?" --temperature 0
 
-test: $(STAMP)
+test: $(STAMP) $(LLAMACPP_STAMP)
 	$(VENV)/bin/python -m pytest -q
 
 test-latest:
 	VENV=$(LATEST_VENV) GPTCLI_LATEST=1 bash scripts/install.sh
+	VENV=$(LATEST_VENV) bash scripts/install-llamacpp.sh
 	$(LATEST_VENV)/bin/pip freeze --exclude-editable
 	$(LATEST_VENV)/bin/python -m pytest -q
 
 install: $(STAMP)
+
+# The optional llama.cpp engine: compiled once (minutes), needed by its tests.
+$(LLAMACPP_STAMP): $(STAMP) scripts/install-llamacpp.sh
+	VENV=$(VENV) bash scripts/install-llamacpp.sh
+	touch $(LLAMACPP_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh

@@ -22,6 +22,10 @@ def set_verbose(flag: bool) -> None:
     _verbose = flag
 
 
+def is_verbose() -> bool:
+    return _verbose
+
+
 @contextlib.contextmanager
 def prefixed(prefix: str) -> Iterator[None]:
     """Lines said inside start with ``prefix`` ("process 2 of 4: ")."""

@@ -17,6 +17,7 @@ def chat(
     adapter: opt.Adapter = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     system: opt.System = None,
@@ -73,13 +74,14 @@ def chat(
     from gptcli.services.conversation import Conversation
 
     settings = _settings(system, max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, seed)
+    common.check_engine(engine)
     if server:
-        common.check_server_args(adapter=adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                 allow_pickle=allow_pickle)
+        common.check_server_args(adapter=adapter, device=device, dtype=dtype, engine=engine,
+                                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     at_terminal = chat_repl.interactive()
     history = chat_repl.history_path(history_file) if at_terminal else None
     replier = _remote(server, model, settings) if server else _local(
-        model, adapter, device, dtype, trust_remote_code, allow_pickle, settings)
+        model, adapter, device, dtype, trust_remote_code, allow_pickle, settings, engine)
     signals.set_stop_note("the conversation ends here (/save FILE keeps one)")
     session = Session(replier, Conversation(system), max_new_tokens)
     try:
@@ -113,13 +115,13 @@ def _settings(system, max_new_tokens, temperature, top_p, top_k, min_p, repetiti
     return ChatSettings(sampling, max_new_tokens)
 
 
-def _local(model, adapter, device, dtype, trust_remote_code, allow_pickle, settings):
+def _local(model, adapter, device, dtype, trust_remote_code, allow_pickle, settings, engine):
     from gptcli.models import load_model
     from gptcli.models.kinds import CAUSAL_LM
     from gptcli.models.loader import LoadOptions
     from gptcli.services.chat import LocalChat
 
-    options = LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
+    options = LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle, engine=engine)
     lm = load_model(options, accept=(CAUSAL_LM,), command="chat")
     if not getattr(lm.tokenizer, "chat_template", None):
         raise InputError(f"{lm.name} has no chat template, which `gptcli chat` needs to tell the turns apart; "

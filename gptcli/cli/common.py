@@ -50,12 +50,31 @@ def check_server_args(**given) -> None:
     Raises:
         UsageError: naming the first such option given, and where it belongs.
     """
-    defaults = {"device": "auto", "dtype": "auto"}
+    defaults = {"device": "auto", "dtype": "auto", "engine": "transformers"}
     for name, value in given.items():
         if value not in (None, False, defaults.get(name)):
             flag = "--" + name.replace("_", "-")
             raise UsageError(f"{flag} does not apply with --server: the server loaded its model; pass {flag} to "
                              f"`gptcli serve` instead")
+
+
+LLAMACPP_INSTALL = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'llama-cpp-python==0.3.36' "
+                    "(it compiles for a few minutes)")
+
+
+def check_engine(engine: str) -> None:
+    """--engine names a known engine, and llama.cpp's bindings are installed when it is asked for.
+
+    Raises:
+        UsageError: with the choices, or the install command.
+    """
+    from gptcli.engine.llamacpp_native import available
+    from gptcli.models.loader import ENGINES, LLAMACPP
+
+    if engine not in ENGINES:
+        raise UsageError(f"unknown --engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == LLAMACPP and not available():
+        raise UsageError(f"--engine llama.cpp needs llama-cpp-python: {LLAMACPP_INSTALL}")
 
 
 def refuse_result_fields(records: list, result_fields: tuple[str, ...], command: str) -> None:

@@ -42,6 +42,7 @@ def generate(
     adapter: opt.Adapter = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
@@ -114,9 +115,10 @@ def generate(
     _validate(params, max_new_tokens, system)
     structured.refuse_stops(constraint, params.stop)
     _check_adapter(adapter)
+    common.check_engine(engine)
     if server:
-        common.check_server_args(adapter=adapter, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                 allow_pickle=allow_pickle)
+        common.check_server_args(adapter=adapter, device=device, dtype=dtype, engine=engine,
+                                 trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     spread.check_options(num_processes, output, server, prompt, input_file)
     common.check_batch_args(prompt, input_file, output)
     items = _read_items(prompt, input_file, image)
@@ -130,7 +132,7 @@ def generate(
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
                json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch, num_processes)
-    run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle))
+    run.execute(items, _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle, engine))
 
 
 def _attach_jobs(items: list[Item], params, max_new_tokens: int, raw: bool, output_format) -> None:
@@ -170,10 +172,10 @@ def _unescape(text: str) -> str:
     return text.replace("\\\\", "\0").replace("\\n", "\n").replace("\\t", "\t").replace("\0", "\\")
 
 
-def _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle):
+def _load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle, engine="transformers"):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
+    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle, engine=engine)
 
 
 def _read_items(prompt: str | None, input_file: str | None, image_specs: list[str] | None = None) -> list[Item]:

@@ -65,7 +65,7 @@ class EngineWorker:
 
     def waiting(self) -> int:
         """Requests submitted and not yet running."""
-        pending = getattr(getattr(self.engine, "scheduler", None), "pending", ())
+        pending = getattr(getattr(self.engine, "scheduler", self.engine), "pending", ())
         return len(self._inbox) + len(pending)
 
     def in_flight(self) -> int:

@@ -19,6 +19,9 @@ from gptcli.models.placement import (LOAD_OUT_OF_MEMORY_HINT, Placement, choose_
                                      out_of_memory_error)
 from gptcli.models.resolve import ModelSource, resolve
 
+TRANSFORMERS, LLAMACPP = "transformers", "llama.cpp"
+ENGINES = (TRANSFORMERS, LLAMACPP)
+
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -33,6 +36,7 @@ class LoadOptions:
     load_in_4bit: bool = False
     allow_pickle: bool = False  # load .bin/.pt weights (pickles can run code): only when the user says so
     for_training: bool = False  # finetune: plain trainable weights, never the packed 4-bit inference layers
+    engine: str = TRANSFORMERS  # what runs the model: transformers, or llama.cpp for a GGUF file (engine/)
 
 
 @dataclass
@@ -46,6 +50,7 @@ class LoadedModel:
     name: str = ""
     import_seconds: float = 0.0
     processor: Any = None  # an image-text-to-text model's processor (images to pixels and image tokens)
+    native: Any = None  # with --engine llama.cpp: llama.cpp's model (``model`` is then config-only, no weights)
 
     @property
     def takes_images(self) -> bool:
@@ -53,6 +58,10 @@ class LoadedModel:
 
     @property
     def device(self):
+        if self.native is not None:  # llama.cpp computes on the CPU; the transformers model is config-only
+            import torch
+
+            return torch.device("cpu")
         return self.model.device
 
     @property
@@ -88,6 +97,8 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
     _import_quietly()
     import_seconds = time.perf_counter() - imports_started
     started = time.perf_counter()
+    if options.engine == LLAMACPP:
+        _check_llamacpp_options(options)
     placement = choose_placement(options.device, options.dtype)
     source = resolve(options.model)
     adapter = options.adapter
@@ -108,11 +119,19 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
     if images and not vision:
         raise InputError(f"{source.spec} reads text only, and the input has images; pass --model with "
                          f"{kinds.VISION_MODELS_HINT}")
+    if options.engine == LLAMACPP:
+        _check_llamacpp_model(source, adapter, kind)
+    native = None
     with console.status(f"Loading {source.describe()} ..."):
         processor = _load_processor(location, extra, options, source) if vision else None
         tokenizer = processor.tokenizer if processor else _load_tokenizer(location, extra, options, source)
         auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind, images=vision)
-        model = _load_weights(auto_cls, location, extra, options, placement, source)
+        if options.engine == LLAMACPP:
+            model, native = _config_only(auto_cls, location, config), _load_native(source)
+            placement = Placement("cpu", "float32", f"engine llama.cpp on the CPU ({source.gguf.name}'s own "
+                                  "weight types; transformers holds the config only)", engine=LLAMACPP)
+        else:
+            model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
             model = _attach_adapter(model, adapter, options.allow_pickle)
         packed_note = _pack_4bit(model, location, options, placement, source, adapter)
@@ -121,7 +140,46 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
     console.log(f"loaded {source.describe()} as {kind} in {seconds:.2f} s "
                 f"(after {import_seconds:.2f} s of imports): {placement.reason}{packed_note}")
     return LoadedModel(model, tokenizer, kind, source, placement, seconds, name=source.spec,
-                       import_seconds=import_seconds, processor=processor)
+                       import_seconds=import_seconds, processor=processor, native=native)
+
+
+def _check_llamacpp_options(options: LoadOptions) -> None:
+    """--engine llama.cpp runs a GGUF file's own weight types on the CPU: no other dtype or device."""
+    if options.dtype != "auto" or options.device not in ("auto", "cpu"):
+        raise UsageError("--engine llama.cpp runs the GGUF's own weight types on the CPU; drop --dtype/--device "
+                         "or use --engine transformers")
+
+
+def _check_llamacpp_model(source: ModelSource, adapter: str | None, kind: str) -> None:
+    """--engine llama.cpp runs a GGUF file as it is: refuse what it cannot honour."""
+    if source.gguf is None:
+        raise UsageError(f"--engine llama.cpp runs GGUF files; {source.spec} is not one: pass --model FILE.gguf "
+                         "or use --engine transformers")
+    if kind != kinds.CAUSAL_LM:
+        raise UsageError("--engine llama.cpp is for text generation; use --engine transformers")
+    if adapter:
+        raise UsageError("--engine llama.cpp cannot apply --adapter; use --engine transformers")
+
+
+def _config_only(auto_cls, location: str, config):
+    """The model's class with its config and generation settings but no weights (on the meta device):
+    what the services read about a model, when llama.cpp holds the weights."""
+    import torch
+    from transformers import GenerationConfig
+
+    with torch.device("meta"):
+        model = auto_cls.from_config(config)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(location)
+    except OSError:  # no generation_config.json: the one from_config made from the config stays
+        pass
+    return model
+
+
+def _load_native(source: ModelSource):
+    from gptcli.engine.llamacpp_native import NativeModel
+
+    return NativeModel(source.gguf, verbose=console.is_verbose())
 
 
 def _import_quietly() -> None:

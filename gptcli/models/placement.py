@@ -22,11 +22,12 @@ class Placement:
     dtype_name: str  # what activations (and unpacked weights) are computed in
     reason: str
     int4: bool = False  # keep 4-bit layers packed (--dtype int4)
+    engine: str | None = None  # set when another engine than transformers holds the weights
 
     @property
     def label(self) -> str:
         """The dtype as the user names it (--stats)."""
-        return "int4" if self.int4 else self.dtype_name
+        return self.engine or ("int4" if self.int4 else self.dtype_name)
 
     @property
     def dtype(self):

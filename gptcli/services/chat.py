@@ -22,12 +22,12 @@ class LocalChat:
     """Replies to a conversation with ``lm`` (a LoadedModel of kind causal-lm, with a chat template)."""
 
     def __init__(self, lm, settings: ChatSettings):
-        from gptcli.engine.transformers_engine import TransformersEngine
+        from gptcli.engine.backends import engine_for
         from gptcli.engine.worker import EngineWorker
 
         self.lm = lm
         self.settings = settings
-        self.worker = EngineWorker(TransformersEngine(lm, batch_size=1), name="gptcli-chat-engine").start()
+        self.worker = EngineWorker(engine_for(lm, batch_size=1), name="gptcli-chat-engine").start()
         # Request ids never repeat: a cancel that arrives after its request ended must not stop the next one.
         self._ids = itertools.count()
 

@@ -74,7 +74,7 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
         it and every one before it is done.
     """
     from gptcli.engine.api import Delta
-    from gptcli.engine.transformers_engine import TransformersEngine
+    from gptcli.engine.backends import engine_for
 
     prompts = list(prompts)
     keys = list(range(len(prompts))) if keys is None else keys
@@ -82,7 +82,7 @@ def generate(lm, prompts: Iterable[Fitted], params: GenerationParams, stream: bo
     requests = [_request(p, (i, s), f"{keys[i]}:{s}", own[i], stream) for i, p in enumerate(prompts)
                 for s in range(own[i].num_samples)]
     stats = stats if stats is not None else GenerationStats()
-    engine = TransformersEngine(lm, params.batch_size, params.max_batch_tokens, stats)
+    engine = engine_for(lm, params.batch_size, params.max_batch_tokens, stats)
     order = [request.id for request in requests]
     done: dict[tuple[int, int], Completion] = {}
     released = 0

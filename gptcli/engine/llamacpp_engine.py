@@ -1,0 +1,124 @@
+"""The llama.cpp engine: one sequence at a time, at llama.cpp's pace, for a GGUF model on a CPU.
+
+On this kind of machine a lone stream is bound by reading the weights once per token, and
+llama.cpp's quantized kernels read the GGUF's 4-bit weights directly (about 5x plain
+transformers on the default model, README "Performance"); batches stay with the transformers
+scheduler, which computes many rows per read. llama.cpp computes the logits only: the tokens
+are picked by gptcli's own samplers (engine/picking.py), so seeds, penalties, stop strings,
+constraints, log-probabilities and token counts follow the same contract on either engine.
+
+Requests run one after another in submission order. The cache keeps the last sequence, so a
+request that starts with it (the next turn of a chat) reads only its new tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Hashable
+
+from gptcli.engine.api import FINISH_CANCELLED, Engine, Event, Finished, GenerationStats, Request
+from gptcli.engine.picking import Picking
+
+
+class LlamaCppEngine(Engine):
+    """An Engine over a LoadedModel whose weights came from a GGUF file (``lm.source.gguf``)."""
+
+    def __init__(self, lm, stats: GenerationStats | None = None):
+        from gptcli.engine.scheduler import eos_ids
+
+        self.lm = lm
+        self.native = native_model(lm)
+        self.stats = stats if stats is not None else GenerationStats()
+        self.eos_ids = eos_ids(lm)
+        pad = lm.tokenizer.pad_token_id
+        self.picking = Picking(lm, "cpu", pad if pad is not None else 0, self.eos_ids, self.stats)
+        self.pending: deque[Request] = deque()
+        self.row = None
+        self.cached: list[int] = []  # the tokens whose keys and values the native cache holds
+        self._cancelled: set[Hashable] = set()
+
+    def submit(self, request: Request) -> None:
+        if request.inputs:
+            raise ValueError("the llama.cpp engine does not take images")
+        self.pending.append(request)
+
+    def cancel(self, request_id: Hashable) -> None:
+        self._cancelled.add(request_id)
+
+    def has_work(self) -> bool:
+        return bool(self.pending) or self.row is not None
+
+    def step(self) -> list[Event]:
+        started = time.perf_counter()
+        events: list[Event] = []
+        self._drop_cancelled(events)
+        if self.row is None and self.pending:
+            self._prefill(self.pending.popleft(), events)
+        elif self.row is not None:
+            self._decode(events)
+        self.picking.forget_unused({r.sampling for r in self.pending} | ({self.row.request.sampling} if self.row else set()))
+        self.stats.decode_seconds += time.perf_counter() - started
+        return events
+
+    def _drop_cancelled(self, events: list[Event]) -> None:
+        if not self._cancelled:
+            return
+        for request in [r for r in self.pending if r.id in self._cancelled]:
+            self.pending.remove(request)
+            events.append(Finished(request.id, "", len(request.ids), 0, FINISH_CANCELLED))
+        if self.row is not None and self.row.request.id in self._cancelled:
+            events.append(self.row.finished(FINISH_CANCELLED))
+            self.row = None
+        self._cancelled.clear()
+
+    def _prefill(self, request: Request, events: list[Event]) -> None:
+        ids = list(request.ids)
+        if self.native.reserve(len(ids) + request.max_new_tokens + 1):
+            self.cached = []
+        kept = _shared_prefix(self.cached, ids, len(ids) - 1)  # at least the last token is fed: its logits
+        self.native.forget_from(kept)
+        logits = self.native.decode(ids[kept:], kept)
+        self.cached = ids
+        self.stats.prompt_tokens += len(ids)
+        row = self.picking.new_row(request, len(ids))
+        self._advance(row, logits[-1], events)
+
+    def _decode(self, events: list[Event]) -> None:
+        row = self.row
+        logits = self.native.decode([row.last], len(self.cached))
+        self.cached.append(row.last)
+        self._advance(row, logits[-1], events)
+
+    def _advance(self, row, logits, events: list[Event]) -> None:
+        import torch
+
+        alive = self.picking.advance([row], torch.from_numpy(logits).unsqueeze(0), events)
+        self.row = row if alive else None
+
+    # -- scoring: not this engine's work ---------------------------------------------------------
+    def prefix_scorer(self, prefix: list[int]):
+        raise NotImplementedError("scoring runs on the transformers engine")
+
+    def token_losses(self, windows: list[tuple[list[int], int]]) -> list[list[float]]:
+        raise NotImplementedError("scoring runs on the transformers engine")
+
+
+def _shared_prefix(cached: list[int], ids: list[int], most: int) -> int:
+    count = 0
+    for a, b in zip(cached, ids[:most]):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def native_model(lm):
+    """The llama.cpp model loaded with ``lm`` (--engine llama.cpp), or loaded now from its GGUF file
+    and kept with it (a benchmark holding the same weights in both engines)."""
+    if lm.native is None:
+        from gptcli import console
+        from gptcli.engine.llamacpp_native import NativeModel
+
+        lm.native = NativeModel(lm.source.gguf, verbose=console.is_verbose())
+    return lm.native

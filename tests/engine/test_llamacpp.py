@@ -1,0 +1,206 @@
+"""The llama.cpp engine on a tiny float32 Llama written as a GGUF file (tests/tiny_gguf.py): the
+same results as the transformers engine in float32 on the same file (greedy and seeded samples,
+penalties, stop strings, constraints, log-probabilities, token counts, streaming), a chat's next
+turn reading only its new tokens, cancels, and `generate`/`chat --engine llama.cpp` end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gptcli.engine import llamacpp_native, speculative
+from gptcli.engine.api import Delta, Finished, Request
+from gptcli.engine.constraints import Constraint
+from gptcli.engine.llamacpp_engine import LlamaCppEngine
+from gptcli.engine.sampling import SamplingParams
+from gptcli.engine.transformers_engine import TransformersEngine
+from gptcli.models import LoadOptions, load_model
+from gptcli.models.kinds import CAUSAL_LM
+from tests.tiny_gguf import build_llama_gguf
+
+PROMPTS = ["the cat sat on the mat", "hello world", "write a poem about the sea and the moon",
+           "one two three four five"]
+
+
+@pytest.fixture(scope="module")
+def gguf(tmp_path_factory):
+    return build_llama_gguf(tmp_path_factory.mktemp("llamacpp") / "tiny.gguf")
+
+
+@pytest.fixture(scope="module")
+def ours(gguf):
+    return load_model(LoadOptions(str(gguf), engine="llama.cpp"), accept=(CAUSAL_LM,), command="generate")
+
+
+@pytest.fixture(scope="module")
+def reference(gguf):
+    return load_model(LoadOptions(str(gguf), dtype="float32"), accept=(CAUSAL_LM,), command="generate")
+
+
+def _ids(lm, text: str) -> tuple[int, ...]:
+    return tuple(lm.tokenizer(text)["input_ids"])
+
+
+def _run(engine, requests) -> dict:
+    events = {}
+    steps = 0
+    for event in engine.run(requests):
+        events.setdefault(event.request_id, []).append(event)
+        steps += 1
+        assert steps < 2000
+    return events
+
+
+def _finished(events) -> dict:
+    return {key: [e for e in value if isinstance(e, Finished)][-1] for key, value in events.items()}
+
+
+def _both(ours, reference, make, monkeypatch) -> tuple[dict, dict]:
+    """The same requests (``make(lm)``) through llama.cpp and through transformers one at a time."""
+    monkeypatch.setenv(speculative.DISABLE, "0")  # plain steps on the reference side
+    mine = _finished(_run(LlamaCppEngine(ours), make(ours)))
+    theirs = _finished(_run(TransformersEngine(reference, batch_size=1), make(reference)))
+    return mine, theirs
+
+
+def _same(mine: Finished, theirs: Finished) -> None:
+    assert (mine.text, mine.prompt_tokens, mine.generated_tokens, mine.finish_reason) == \
+        (theirs.text, theirs.prompt_tokens, theirs.generated_tokens, theirs.finish_reason)
+
+
+def test_the_weights_load_once_and_only_llama_cpp_holds_them(ours):
+    assert ours.native is not None and ours.placement.label == "llama.cpp"
+    assert all(p.is_meta for p in ours.model.parameters())  # transformers keeps the config, no weights
+    assert str(ours.device) == "cpu"
+
+
+def test_greedy_results_equal_transformers_in_float32(ours, reference, monkeypatch):
+    def make(lm):
+        return [Request(i, _ids(lm, p), 24, key=str(i)) for i, p in enumerate(PROMPTS)]
+
+    mine, theirs = _both(ours, reference, make, monkeypatch)
+    assert set(mine) == set(theirs) == set(range(len(PROMPTS)))
+    for key in mine:
+        _same(mine[key], theirs[key])
+    assert any(len(f.text) > 20 for f in mine.values())  # they did generate
+
+
+def test_seeded_samples_penalties_stops_and_logprobs_equal_transformers(ours, reference, monkeypatch):
+    settings = [SamplingParams(temperature=0.9, top_p=0.9, seed=3),
+                SamplingParams(temperature=1.2, top_k=20, seed=5, repetition_penalty=1.3),
+                SamplingParams(presence_penalty=1.0, frequency_penalty=0.5),
+                SamplingParams(no_repeat_ngram_size=2)]
+
+    def make(lm):
+        return [Request((i, n), _ids(lm, p), 20, sampling, stop=(" the",) if n == 2 else (), key=f"{i}:{n}",
+                        logprobs=2)
+                for n, sampling in enumerate(settings) for i, p in enumerate(PROMPTS[:2])]
+
+    mine, theirs = _both(ours, reference, make, monkeypatch)
+    for key in mine:
+        _same(mine[key], theirs[key])
+        for a, b in zip(mine[key].logprobs, theirs[key].logprobs, strict=True):
+            assert a.token_id == b.token_id and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            assert [t for t, _ in a.top] == [t for t, _ in b.top]
+    assert len({mine[(0, 0)].text, mine[(0, 1)].text}) == 2  # the seeds and settings did change the samples
+
+
+def test_a_choice_constraint_holds(ours, reference, monkeypatch):
+    choices = ("yes please", "no thanks", "maybe")
+
+    def make(lm):
+        return [Request(i, _ids(lm, p), 16, key=str(i), constraint=Constraint("choice", json.dumps(choices)))
+                for i, p in enumerate(PROMPTS)]
+
+    mine, theirs = _both(ours, reference, make, monkeypatch)
+    for key in mine:
+        assert mine[key].text in choices
+        _same(mine[key], theirs[key])
+
+
+def test_streamed_deltas_add_up_to_the_result(ours):
+    events = _run(LlamaCppEngine(ours), [Request("s", _ids(ours, PROMPTS[2]), 24, stream=True)])["s"]
+    deltas = [e.text for e in events if isinstance(e, Delta)]
+    assert len(deltas) > 3 and "".join(deltas) == events[-1].text
+
+
+def test_the_next_turn_reads_only_its_new_tokens_and_answers_as_a_fresh_engine(ours, monkeypatch):
+    engine = LlamaCppEngine(ours)
+    fed = []
+    decode = engine.native.decode
+
+    def counting(tokens, start, logits_for=1):
+        fed.append((len(tokens), start))
+        return decode(tokens, start, logits_for)
+
+    monkeypatch.setattr(engine.native, "decode", counting)
+    first = _ids(ours, PROMPTS[0])
+    reply = _finished(_run(engine, [Request("a", first, 8)]))["a"]
+    follow = first + _ids(ours, reply.text) + _ids(ours, " and then the dog")
+    fed.clear()
+    again = _finished(_run(engine, [Request("b", follow, 8)]))["b"]
+    start = fed[0][1]
+    assert start >= len(first) and fed[0][0] == len(follow) - start  # fed from past the shared part only
+    monkeypatch.undo()
+    fresh = _finished(_run(LlamaCppEngine(ours), [Request("b", follow, 8)]))["b"]
+    _same(again, fresh)
+
+
+def test_cancel_ends_a_queued_and_a_running_request(ours):
+    engine = LlamaCppEngine(ours)
+    engine.submit(Request("run", _ids(ours, PROMPTS[0]), 50))
+    engine.submit(Request("wait", _ids(ours, PROMPTS[1]), 50))
+    events = engine.step()  # "run" prefilled
+    engine.cancel("run")
+    engine.cancel("wait")
+    events += engine.step()
+    done = {e.request_id: e for e in events if isinstance(e, Finished)}
+    assert {done["run"].finish_reason, done["wait"].finish_reason} == {"cancelled"}
+    assert not engine.has_work()
+
+
+def test_generate_engine_llama_cpp_writes_the_same_records_in_order(cli, gguf, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n")
+    runs = {}
+    for engine, extra in (("llama.cpp", []), ("transformers", ["--dtype", "float32"])):
+        out = tmp_path / f"{engine}.jsonl"
+        done = cli("generate", "--model", gguf, "--engine", engine, *extra, "--input", prompts, "--output", out,
+                   "--max-new-tokens", "12", "--stats")
+        assert done.exit_code == 0, done.stderr
+        runs[engine] = [json.loads(line) for line in out.read_text().splitlines()]
+        assert f"cpu/{'llama.cpp' if engine == 'llama.cpp' else 'float32'}" in done.stderr
+    assert [r["prompt"] for r in runs["llama.cpp"]] == PROMPTS
+    assert runs["llama.cpp"] == runs["transformers"]
+
+
+def test_chat_engine_llama_cpp_answers_each_turn_as_transformers(cli, gguf):
+    script = "hello there\nthe cat sat on the mat\nhello there\n"
+    replies = {}
+    for engine, extra in (("llama.cpp", []), ("transformers", ["--dtype", "float32"])):
+        done = cli("chat", "--model", gguf, "--engine", engine, *extra, "--max-new-tokens", "8", input=script)
+        assert done.exit_code == 0, done.stderr
+        replies[engine] = done.stdout.splitlines()
+    assert len(replies["llama.cpp"]) == 3 and replies["llama.cpp"] == replies["transformers"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "llama"], "unknown --engine 'llama'"),
+    (["--engine", "llama.cpp", "--dtype", "bfloat16"], "drop --dtype/--device"),
+    (["--engine", "llama.cpp", "--device", "cuda"], "drop --dtype/--device"),
+])
+def test_bad_engine_options_are_usage_errors(cli, gguf, args, message):
+    done = cli("generate", "--model", gguf, "hello", *args)
+    assert done.exit_code == 2 and message in done.stderr and done.stdout == ""
+
+
+def test_llama_cpp_needs_a_gguf_file(cli, tiny_llama):
+    done = cli("generate", "--model", tiny_llama, "--engine", "llama.cpp", "hello")
+    assert done.exit_code == 2 and "runs GGUF files" in done.stderr and "--engine transformers" in done.stderr
+
+
+def test_without_llama_cpp_python_the_error_gives_the_install_command(cli, gguf, monkeypatch):
+    monkeypatch.setattr(llamacpp_native, "available", lambda: False)
+    done = cli("generate", "--model", gguf, "--engine", "llama.cpp", "hello")
+    assert done.exit_code == 2 and "pip install 'llama-cpp-python==" in done.stderr
