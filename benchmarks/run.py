@@ -122,8 +122,6 @@ def public_texts() -> list[str]:
 def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> dict:
     """--dtype int4: the same loop on the GGUF's 4-bit layers kept packed; and how its predictions
     compare with bf16's (top-1 agreement and loss on a fixed text, fp32 as the reference)."""
-    import torch
-
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
     loads, lm = [], None
@@ -140,18 +138,122 @@ def bench_int4(runs: int, new_tokens: int, ids: list[int], plain_tps: float) -> 
     reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
     bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
     for name, model in (("bf16", bf16.model), ("int4", lm.model)):
-        agree = total = 0
-        losses = []
-        for line in text:
-            line_ids = reference.tokenizer(line, return_tensors="pt")["input_ids"]
-            with torch.inference_mode():
-                exact, out = reference.model(line_ids), model(line_ids, labels=line_ids)
-            agree += int((exact.logits.argmax(-1) == out.logits.argmax(-1)).sum())
-            total += line_ids.shape[1]
-            losses.append(out.loss.item())
-        results[f"{name}_top1_agreement_with_fp32"] = agree / total
-        results[f"{name}_mean_loss"] = statistics.mean(losses)
+        results.update(top1_agreement(reference, model, text, name))
     return results
+
+
+def bench_engines(runs: int, new_tokens: int) -> dict:
+    """One stream on each engine, in one run: plain transformers `generate` in bf16 (the baseline),
+    gptcli's transformers engine (bf16) and gptcli's llama.cpp engine on the packaged GGUF; then the
+    top-1 agreement of each with float32 on public text, and each whole process's peak memory."""
+    import torch
+
+    from gptcli.models import LoadOptions, load_model
+    from gptcli.models.kinds import CAUSAL_LM
+    from gptcli.services.prompting import Prompt, encode_prompt
+
+    bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
+    native = load_model(LoadOptions(None, engine="llama.cpp"), accept=(CAUSAL_LM,), command="bench")
+    ids = encode_prompt(bf16.tokenizer, Prompt(text=PROMPT))
+
+    def plain() -> float:
+        inputs = torch.tensor([ids])
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = bf16.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
+                                      do_sample=False)
+        return (out.shape[1] - len(ids)) / (time.perf_counter() - started)
+
+    speeds = {"plain_generate_bf16": plain, "gptcli_transformers_bf16": lambda: decode_speed(bf16, ids, new_tokens),
+              "gptcli_llamacpp": lambda: decode_speed(native, ids, new_tokens)}
+    results = {}
+    for name, fn in speeds.items():
+        fn()  # warm-up
+        results[f"{name}_tok_s"] = median_of(runs, fn)
+    for name in ("gptcli_transformers_bf16", "gptcli_llamacpp"):
+        results[f"{name}_ratio_to_plain"] = results[f"{name}_tok_s"] / results["plain_generate_bf16_tok_s"]
+    del bf16, native
+    reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
+    texts = public_texts()
+    results.update(top1_agreement(reference, load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,),
+                                                        command="bench").model, texts, "bf16"))
+    results.update(llamacpp_agreement(reference, texts))
+    results.update(process_memory(new_tokens))
+    return results
+
+
+def top1_agreement(reference, model, texts: list[str], name: str) -> dict:
+    import torch
+
+    agree = total = 0
+    losses = []
+    for line in texts:
+        ids = reference.tokenizer(line, return_tensors="pt")["input_ids"]
+        with torch.inference_mode():
+            exact, out = reference.model(ids), model(ids, labels=ids)
+        agree += int((exact.logits.argmax(-1) == out.logits.argmax(-1)).sum())
+        total += ids.shape[1]
+        losses.append(out.loss.item())
+    return {f"{name}_top1_agreement_with_fp32": agree / total, f"{name}_mean_loss": statistics.mean(losses)}
+
+
+PLAIN_SCRIPT = """
+import resource, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, prompt, new = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(folder)
+model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16)
+ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                    return_tensors="pt", return_dict=True)["input_ids"]
+with torch.inference_mode():
+    model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new, do_sample=False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def process_memory(new_tokens: int) -> dict:
+    """Peak resident memory of a whole process answering PROMPT: a plain transformers script (bf16) and
+    `gptcli generate` on each engine (its --stats line). Each runs as a shell's child: Linux carries a
+    process's peak over exec, so a child exec'd from this (large) process would report this one's."""
+    import re
+
+    from gptcli.models.convert import converted_folder
+    from gptcli.models.resolve import packaged_default_gguf
+
+    def run(command: list[str]):
+        return subprocess.run(["sh", "-c", '"$@"; exit $?', "sh", *command], check=True, capture_output=True,
+                              text=True)
+
+    plain = run([sys.executable, "-c", PLAIN_SCRIPT, str(converted_folder(packaged_default_gguf())), PROMPT,
+                 str(new_tokens)])
+    results = {"plain_process_peak_mib": float(plain.stdout.split()[-1])}
+    for engine in ("transformers", "llama.cpp"):
+        done = run(GPTCLI + ["generate", PROMPT, "--max-new-tokens", str(new_tokens), "--stats", "--engine", engine])
+        results[f"gptcli_{engine}_process_peak_mib"] = float(re.search(r"peak RSS (\d+) MiB", done.stderr).group(1))
+    return results
+
+
+def llamacpp_agreement(reference, texts: list[str]) -> dict:
+    """The llama.cpp engine's top-1 agreement with float32 transformers and its mean loss, on the same
+    texts and the same way as bench_int4's (every position of each text, fed at once)."""
+    import torch
+
+    from gptcli.engine.llamacpp_engine import native_model
+
+    native = native_model(reference)
+    agree = total = 0
+    losses = []
+    for line in texts:
+        ids = reference.tokenizer(line, return_tensors="pt")["input_ids"]
+        native.reserve(ids.shape[1])
+        native.forget_from(0)
+        logits = torch.from_numpy(native.decode(ids[0].tolist(), 0, logits_for=ids.shape[1]))
+        with torch.inference_mode():
+            exact = reference.model(ids).logits[0]
+        agree += int((exact.argmax(-1) == logits.argmax(-1)).sum())
+        total += ids.shape[1]
+        losses.append(torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:]).item())
+    return {"llamacpp_top1_agreement_with_fp32": agree / total, "llamacpp_mean_loss": statistics.mean(losses)}
 
 
 def environment() -> dict:
@@ -167,17 +269,30 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--skip-conversion", action="store_true")
+    parser.add_argument("--engines", action="store_true",
+                        help="only the single-stream comparison of engines (results/engines.json)")
     args = parser.parse_args()
     results = {"environment": environment()}
+    if args.engines:
+        import llama_cpp
+
+        results["environment"]["llama_cpp_python"] = llama_cpp.__version__
+        results.update(bench_engines(args.runs, args.new_tokens))
+        show_and_save(results, "engines.json")
+        return
     results.update(bench_help(args.runs + 2))
     if not args.skip_conversion:
         results.update(bench_conversion())
     results.update(bench_warm_process(args.runs))
     results.update(bench_in_process(args.runs, args.new_tokens))
+    show_and_save(results, "latest.json")
+
+
+def show_and_save(results: dict, name: str) -> None:
     for key, value in results.items():
-        print(f"{key:32} {value if isinstance(value, (dict, str)) else round(value, 3)}")
+        print(f"{key:40} {value if isinstance(value, (dict, str)) else round(value, 3)}")
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    (HERE / "results" / name).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
