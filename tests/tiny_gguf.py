@@ -14,11 +14,11 @@ from tests.tiny_models import build_llama
 SPECIAL, NORMAL = 3, 1  # GGUF token types: control and normal
 
 
-def build_llama_gguf(path: Path, seed: int = 0, never_ends: bool = False) -> Path:
-    """The tiny Llama of tests.tiny_models, saved as ``path`` (a .gguf file)."""
+def build_llama_gguf(path: Path, seed: int = 0, context: int = 512) -> Path:
+    """The tiny Llama of tests.tiny_models (with ``context`` positions), saved as ``path`` (a .gguf file)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = build_llama(path.with_suffix(".hf"), seed=seed, never_ends=never_ends)
+    folder = build_llama(path.with_suffix(".hf"), seed=seed, context=context)
     model = AutoModelForCausalLM.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     _write(path, model, tokenizer)

@@ -62,6 +62,12 @@ LLAMACPP_INSTALL = ("CMAKE_ARGS=\"-DGGML_NATIVE=OFF\" pip install 'llama-cpp-pyt
                     "(it compiles for a few minutes)")
 
 
+def engine_setting(engine: str) -> dict:
+    """--engine for the run record when it is not the default (records made before the option keep matching):
+    a rerun on another engine rounds differently, so it must not add to the same --output."""
+    return {} if engine == "transformers" else {"engine": engine}
+
+
 def check_engine(engine: str) -> None:
     """--engine names a known engine, and llama.cpp's bindings are installed when it is asked for.
 

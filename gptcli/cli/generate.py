@@ -128,7 +128,8 @@ def generate(
                                    top_k=top_k, min_p=min_p, repetition_penalty=repetition_penalty,
                                    presence_penalty=presence_penalty, frequency_penalty=frequency_penalty,
                                    no_repeat_ngram_size=no_repeat_ngram_size, seed=seed, stop=params.stop,
-                                   num_samples=num_samples, **structured.run_setting(constraint))
+                                   num_samples=num_samples, **structured.run_setting(constraint),
+                                   **common.engine_setting(engine))
     run = _Run(params, max_new_tokens, system, raw, truncate.value if truncate else None,
                stream and input_file is None and num_samples == 1 and not json_output and output is None,
                json_output, output, stats, settings, overwrite, server, output_format == OutputFormat.openai_batch, num_processes)

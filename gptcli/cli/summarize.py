@@ -59,6 +59,7 @@ def summarize(
     server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: Annotated[Optional[str], typer.Option(
@@ -91,23 +92,25 @@ def summarize(
 
     params = SummarizeParams(length.value, max_new_tokens, overflow.value, batch_size or 1, max_input_tokens)
     params.validate()
+    common.check_engine(engine)
     if server:
-        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        common.check_server_args(device=device, dtype=dtype, engine=engine, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
     spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, None, server, "summarize", dtype=dtype, length=length,
-                                   max_new_tokens=max_new_tokens, overflow=overflow, max_input_tokens=max_input_tokens)
+                                   max_new_tokens=max_new_tokens, overflow=overflow, max_input_tokens=max_input_tokens,
+                                   **common.engine_setting(engine))
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
         batch_input=input_file is not None, processes=num_processes).execute(
-        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle, engine))
 
 
-def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
+def _load_options(model, device, dtype, trust_remote_code, allow_pickle, engine="transformers"):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
+    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle, engine=engine)
 
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:

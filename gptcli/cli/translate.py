@@ -60,6 +60,7 @@ def translate(
     server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: Annotated[Optional[str], typer.Option(
@@ -89,18 +90,20 @@ def translate(
       gptcli translate --server http://127.0.0.1:8000 --to fr "Good morning"    # through a running `gptcli serve`
     """
     params = translate_params(to, source, batch_size, max_new_tokens, presence_penalty, frequency_penalty)
+    common.check_engine(engine)
     if server:
-        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        common.check_server_args(device=device, dtype=dtype, engine=engine, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
     spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output)
     items = _read_items(text, input_file)
     settings = common.run_settings(output, model, None, server, "translate", dtype=dtype, to=to,
                                    max_new_tokens=max_new_tokens, presence_penalty=params.presence_penalty,
-                                   frequency_penalty=params.frequency_penalty, **{"from": source})
+                                   frequency_penalty=params.frequency_penalty, **{"from": source},
+                                   **common.engine_setting(engine))
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
         processes=num_processes).execute(
-        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle))
+        items, _load_options(model, device, dtype, trust_remote_code, allow_pickle, engine))
 
 
 def translate_params(to: str | None, source: str | None, batch_size: int, max_new_tokens: int | None,
@@ -118,10 +121,10 @@ def translate_params(to: str | None, source: str | None, batch_size: int, max_ne
     return TranslateParams(to, source, batch_size or 1, max_new_tokens, **penalties)
 
 
-def _load_options(model, device, dtype, trust_remote_code, allow_pickle):
+def _load_options(model, device, dtype, trust_remote_code, allow_pickle, engine="transformers"):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle)
+    return LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle, engine=engine)
 
 
 def _read_items(text: str | None, input_file: str | None) -> list[Item]:

@@ -9,7 +9,6 @@ keeps only the last position's logits, and checking guessed tokens needs all of 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from gptcli.errors import GptcliError
@@ -145,15 +144,11 @@ def _route_log(llama_cpp, verbose: bool) -> None:
 
 
 def default_threads() -> int:
-    """The physical cores this process may use (llama.cpp's own default counts them too);
-    GPTCLI_THREADS overrides."""
-    chosen = os.environ.get("GPTCLI_THREADS")
-    if chosen and chosen.isdigit() and int(chosen) > 0:
-        return int(chosen)
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    """As many threads as torch uses: the cores, or OMP_NUM_THREADS where it is set (a run spread over
+    processes sets it per process, so they do not fight over the cores)."""
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def available() -> bool:

@@ -156,7 +156,8 @@ def _check_llamacpp_model(source: ModelSource, adapter: str | None, kind: str) -
         raise UsageError(f"--engine llama.cpp runs GGUF files; {source.spec} is not one: pass --model FILE.gguf "
                          "or use --engine transformers")
     if kind != kinds.CAUSAL_LM:
-        raise UsageError("--engine llama.cpp is for text generation; use --engine transformers")
+        raise UsageError(f"--engine llama.cpp runs causal language models; {source.spec} is "
+                         f"{kinds.KIND_NAMES[kind]}: use --engine transformers")
     if adapter:
         raise UsageError("--engine llama.cpp cannot apply --adapter; use --engine transformers")
 

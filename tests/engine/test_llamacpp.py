@@ -204,3 +204,22 @@ def test_without_llama_cpp_python_the_error_gives_the_install_command(cli, gguf,
     monkeypatch.setattr(llamacpp_native, "available", lambda: False)
     done = cli("generate", "--model", gguf, "--engine", "llama.cpp", "hello")
     assert done.exit_code == 2 and "pip install 'llama-cpp-python==" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["summarize", "--length", "short"], ["translate", "--to", "fr"]])
+def test_summarize_and_translate_on_llama_cpp_equal_transformers(cli, gguf, command):
+    text = "the cat sat on the mat and the dog ran to the big red house in the city of paris"
+    outputs = {}
+    for engine, extra in (("llama.cpp", []), ("transformers", ["--dtype", "float32"])):
+        done = cli(*command, "--model", gguf, "--engine", engine, *extra, "--max-new-tokens", "12", "--json", text)
+        assert done.exit_code == 0, done.stderr
+        outputs[engine] = json.loads(done.stdout)
+    assert outputs["llama.cpp"] == outputs["transformers"] and outputs["llama.cpp"]["generated_tokens"] > 0
+
+
+def test_a_rerun_on_another_engine_does_not_add_to_the_same_output(cli, gguf, tmp_path):
+    out = tmp_path / "out.jsonl"
+    first = cli("generate", "--model", gguf, "--engine", "llama.cpp", "--output", out, "--max-new-tokens", "4", "hi")
+    assert first.exit_code == 0, first.stderr
+    again = cli("generate", "--model", gguf, "--output", out, "--max-new-tokens", "4", "hi")
+    assert again.exit_code == 2 and "--engine" in again.stderr
