@@ -245,9 +245,7 @@ def llamacpp_agreement(reference, texts: list[str]) -> dict:
     losses = []
     for line in texts:
         ids = reference.tokenizer(line, return_tensors="pt")["input_ids"]
-        native.reserve(ids.shape[1])
-        native.forget_from(0)
-        logits = torch.from_numpy(native.decode(ids[0].tolist(), 0, logits_for=ids.shape[1]))
+        logits = torch.from_numpy(native.run(ids[0].tolist(), logits_for=ids.shape[1]))
         with torch.inference_mode():
             exact = reference.model(ids).logits[0]
         agree += int((exact.argmax(-1) == logits.argmax(-1)).sum())

@@ -60,6 +60,7 @@ def classify(
     server: opt.Server = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     input_file: opt.InputFile = None,
@@ -96,18 +97,20 @@ def classify(
         raise UsageError("give the labels: --labels positive,negative or --labels-file FILE")
     params = classify_params(chosen, multi_label, threshold, batch_size, prompt, hypothesis_template, label_template,
                              shown)
+    common.check_engine(engine)
     if server:
-        common.check_server_args(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+        common.check_server_args(device=device, dtype=dtype, engine=engine, trust_remote_code=trust_remote_code,
                                  allow_pickle=allow_pickle)
     spread.check_options(num_processes, output, server, text, input_file)
     common.check_batch_args(text, input_file, output, (labels_file, examples))
     items = _read_items(text, input_file, multi_label)
-    load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
+    load_options = classify_load_options(model, device, dtype, trust_remote_code, allow_pickle, engine)
     # Through a server, no --model is the server's own embedding model (MiniLM unless it was told otherwise).
     settings = common.run_settings(output, model if server else load_options.model, None, server, "classify",
                                    dtype=dtype, labels=params.labels, multi_label=multi_label,
                                    threshold=params.threshold, prompt=prompt, hypothesis_template=hypothesis_template,
-                                   label_template=label_template, examples=examples_digest(shown))
+                                   label_template=label_template, examples=examples_digest(shown),
+                                   **common.engine_setting(engine))
     Run(params, batch_size == 0, json_output, output, stats, settings, overwrite, server, model,
         processes=num_processes).execute(
         items, load_options)
@@ -194,7 +197,7 @@ def examples_digest(examples: tuple[tuple[str, str], ...]) -> str | None:
     return input_digest({"examples": [list(pair) for pair in examples]})
 
 
-def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle):
+def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle, engine="transformers"):
     from gptcli.models.loader import LoadOptions
     from gptcli.models.resolve import MINILM_ALIAS
 
@@ -203,7 +206,7 @@ def classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
     # 70.3 / 74.0 / 56.3%, at a fraction of the time (README "Quality on public data").
     # `is None`, not `or`: an empty --model is an error (models.resolve), not the default.
     return LoadOptions(MINILM_ALIAS if model is None else model, device, dtype, trust_remote_code,
-                       allow_pickle=allow_pickle)
+                       allow_pickle=allow_pickle, engine=engine)
 
 
 def _read_items(text: str | None, input_file: str | None, multi_label: bool = False) -> list[Item]:

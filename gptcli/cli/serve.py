@@ -17,6 +17,7 @@ def serve(
     model: opt.Model = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     embedding_model: Annotated[Optional[str], typer.Option(
@@ -56,14 +57,16 @@ def serve(
       OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=unused python my_openai_script.py
     """
     from gptcli import quiet, signals
+    from gptcli.cli import common
     from gptcli.models.loader import LoadOptions
     from gptcli.server.app import ServeSettings
     from gptcli.server.launch import run
 
     if api_key is not None and not api_key.strip():  # `--api-key "$KEY"` with KEY unset must not serve openly
         raise UsageError("--api-key is empty; give the key clients must send, or leave the option out")
+    common.check_engine(engine)
     settings = ServeSettings(host.strip(), port, api_key.strip() if api_key else None, max_queued,
                              max_request_bytes, verbose or quiet.verbose())  # `gptcli -v serve` too
     signals.set_stop_note("the server has stopped (requests in flight were finished or cancelled)")
-    run(LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle), settings, batch_size,
-        embedding_model)
+    run(LoadOptions(model, device, dtype, trust_remote_code, allow_pickle=allow_pickle, engine=engine), settings,
+        batch_size, embedding_model)

@@ -8,7 +8,9 @@ are picked by gptcli's own samplers (engine/picking.py), so seeds, penalties, st
 constraints, log-probabilities and token counts follow the same contract on either engine.
 
 Requests run one after another in submission order. The cache keeps the last sequence, so a
-request that starts with it (the next turn of a chat) reads only its new tokens.
+request that starts with it (the next turn of a chat) reads only its new tokens. Scoring (label
+log-probabilities for classify, token losses for perplexity) runs on the same model, a sequence
+at a time.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ class LlamaCppEngine(Engine):
         self.picking = Picking(lm, "cpu", pad if pad is not None else 0, self.eos_ids, self.stats)
         self.pending: deque[Request] = deque()
         self.row = None
-        self.cached: list[int] = []  # the tokens whose keys and values the native cache holds
+        self.sequence: list[int] = []  # the running row's prompt and the tokens fed after it
         self._cancelled: set[Hashable] = set()
 
     def submit(self, request: Request) -> None:
@@ -73,21 +75,16 @@ class LlamaCppEngine(Engine):
         self._cancelled.clear()
 
     def _prefill(self, request: Request, events: list[Event]) -> None:
-        ids = list(request.ids)
-        if self.native.reserve(len(ids) + request.max_new_tokens + 1):
-            self.cached = []
-        kept = _shared_prefix(self.cached, ids, len(ids) - 1)  # at least the last token is fed: its logits
-        self.native.forget_from(kept)
-        logits = self.native.decode(ids[kept:], kept)
-        self.cached = ids
-        self.stats.prompt_tokens += len(ids)
-        row = self.picking.new_row(request, len(ids))
+        self.sequence = list(request.ids)
+        logits = self.native.run(self.sequence, room=len(request.ids) + request.max_new_tokens + 1)
+        self.stats.prompt_tokens += len(request.ids)
+        row = self.picking.new_row(request, len(request.ids))
         self._advance(row, logits[-1], events)
 
     def _decode(self, events: list[Event]) -> None:
         row = self.row
-        logits = self.native.decode([row.last], len(self.cached))
-        self.cached.append(row.last)
+        self.sequence.append(row.last)
+        logits = self.native.run(self.sequence, room=len(row.request.ids) + row.request.max_new_tokens + 1)
         self._advance(row, logits[-1], events)
 
     def _advance(self, row, logits, events: list[Event]) -> None:
@@ -96,21 +93,36 @@ class LlamaCppEngine(Engine):
         alive = self.picking.advance([row], torch.from_numpy(logits).unsqueeze(0), events)
         self.row = row if alive else None
 
-    # -- scoring: not this engine's work ---------------------------------------------------------
+    # -- scoring ----------------------------------------------------------------------------------
     def prefix_scorer(self, prefix: list[int]):
-        raise NotImplementedError("scoring runs on the transformers engine")
+        """Answers scored a sequence at a time; the shared prompt stays cached between them."""
+        return _AnswerScorer(self.native)
 
     def token_losses(self, windows: list[tuple[list[int], int]]) -> list[list[float]]:
-        raise NotImplementedError("scoring runs on the transformers engine")
+        import torch
+
+        losses = []
+        for ids, scored in windows:
+            logits = torch.from_numpy(self.native.run(list(ids), logits_for=scored + 1)[:-1])  # each predicts the next
+            targets = torch.tensor(ids[len(ids) - scored:])
+            losses.append(torch.nn.functional.cross_entropy(logits, targets, reduction="none").tolist())
+        return losses
 
 
-def _shared_prefix(cached: list[int], ids: list[int], most: int) -> int:
-    count = 0
-    for a, b in zip(cached, ids[:most]):
-        if a != b:
-            break
-        count += 1
-    return count
+class _AnswerScorer:
+    def __init__(self, native):
+        self.native = native
+
+    def answer_logprobs(self, rows: list[tuple[list[int], list[int]]]) -> list[list[float]]:
+        """Each row's answer tokens' log-probabilities after its prompt."""
+        import torch
+
+        scores = []
+        for prompt, answer in rows:
+            logits = self.native.run(list(prompt) + list(answer), logits_for=len(answer) + 1)[:-1]
+            logprobs = torch.from_numpy(logits).log_softmax(-1)
+            scores.append(logprobs.gather(-1, torch.tensor(answer)[:, None])[:, 0].tolist())
+        return scores
 
 
 def native_model(lm):

@@ -1,14 +1,19 @@
 """llama.cpp's model and context, through llama-cpp-python's bindings to its C API.
 
-Only the forward pass is llama.cpp's: tokens in, logits of the chosen positions out, the keys
-and values kept in its cache for one sequence. Tokenizing, picking tokens, stop strings and
-detokenizing stay gptcli's own (engine/llamacpp_engine.py), so a request's contract is the
-same whichever engine runs it. The C API is used rather than ``llama_cpp.Llama``: that class
-keeps only the last position's logits, and checking guessed tokens needs all of them.
+Only the forward pass is llama.cpp's: a token sequence in, the logits of its last positions out.
+The context caches the keys and values of the last sequence run, so the next one that starts
+with it (the next decode step, a chat's next turn, label scoring after a shared prompt) reads
+only its new tokens. Engines on several threads (a server's request worker and its task thread)
+share one model: ``run`` holds a lock, and a sequence that does not continue the cached one
+rereads from where they part. Tokenizing, picking tokens, stop strings and detokenizing stay
+gptcli's own (engine/llamacpp_engine.py), so a request's contract is the same whichever engine
+runs it. The C API is used rather than ``llama_cpp.Llama``: that class keeps only the last
+position's logits, and scoring needs several.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from gptcli.errors import GptcliError
@@ -40,8 +45,24 @@ class NativeModel:
         self.context = None
         self.capacity = 0
         self.batch = llama_cpp.llama_batch_init(BATCH, 0, 1)
+        self.tokens: list[int] = []  # the sequence whose keys and values the context holds
+        self._lock = threading.Lock()
 
-    def reserve(self, tokens: int) -> bool:
+    def run(self, sequence: list[int], logits_for: int = 1, room: int = 0):
+        """The logits of the last ``logits_for`` positions of ``sequence`` (a float32 array, a row
+        each); afterwards the cache holds ``sequence``. ``room``: the length it may grow to (a
+        request's prompt and new tokens), so the context is not rebuilt halfway."""
+        with self._lock:
+            if self._reserve(max(len(sequence), room)):
+                self.tokens = []
+            kept = _shared_prefix(self.tokens, sequence, len(sequence) - logits_for)
+            self._forget_from(kept)
+            self.tokens = []  # until the decode succeeds, the cache holds nothing known
+            logits = self._decode(sequence[kept:], kept, logits_for)
+            self.tokens = list(sequence)
+            return logits
+
+    def _reserve(self, tokens: int) -> bool:
         """Make room for ``tokens`` positions; True when the context was rebuilt (its cache emptied)."""
         if tokens <= self.capacity:
             return False
@@ -73,12 +94,12 @@ class NativeModel:
         length = self._lib.llama_model_meta_val_str(self.model, b"general.file_type", buffer, len(buffer))
         return length > 0 and buffer.value == b"0"  # LLAMA_FTYPE_ALL_F32
 
-    def forget_from(self, position: int) -> None:
+    def _forget_from(self, position: int) -> None:
         """Drop the cached keys and values from ``position`` on."""
         memory = self._lib.llama_get_memory(self.context)
         self._lib.llama_memory_seq_rm(memory, 0, position, -1)
 
-    def decode(self, tokens: list[int], start: int, logits_for: int = 1):
+    def _decode(self, tokens: list[int], start: int, logits_for: int):
         """Feed ``tokens`` at positions ``start``...; the logits of the last ``logits_for`` of them
         (a float32 array, one row each), valid until the next call."""
         import numpy as np
@@ -141,6 +162,17 @@ def _route_log(llama_cpp, verbose: bool) -> None:
     callback = llama_cpp.llama_log_callback(log)
     _LOG_CALLBACK[:] = [callback]
     llama_cpp.llama_log_set(callback, None)
+
+
+def _shared_prefix(cached: list[int], sequence: list[int], most: int) -> int:
+    """How many leading tokens ``sequence`` shares with ``cached``, at most ``most``."""
+    most = max(0, min(most, len(cached)))
+    if sequence[:most] == cached[:most]:  # the usual case (one more token), compared in C
+        return most
+    count = 0
+    while count < most and cached[count] == sequence[count]:
+        count += 1
+    return count
 
 
 def default_threads() -> int:

@@ -34,10 +34,10 @@ class EngineHost:
     """One loaded causal LM served to many clients through one engine worker."""
 
     def __init__(self, lm, batch_size: int, max_batch_tokens: int | None, max_waiting: int):
-        from gptcli.engine.transformers_engine import TransformersEngine
+        from gptcli.engine.backends import engine_for
 
         self.lm = lm
-        self.worker = EngineWorker(TransformersEngine(lm, batch_size, max_batch_tokens), max_waiting)
+        self.worker = EngineWorker(engine_for(lm, batch_size, max_batch_tokens), max_waiting)
         self.counters = Counters()
         # One thread renders and tokenizes prompts: off the event loop (a long prompt takes a
         # while), and one at a time (a fast tokenizer is not meant to be shared across threads).

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from gptcli.engine.transformers_engine import TransformersEngine
+from gptcli.engine.backends import engine_for
 from gptcli.errors import InputError, UsageError
 
 DEFAULT_PROMPT = ("Classify the text into exactly one of these labels: {labels}.\n\n"
@@ -46,7 +46,7 @@ class LabelScorer:
         neutral = self._calibration_prompts()
         # The prompt every text shares runs once; its last token is kept back (it may merge with the text).
         common = _common_prefix(neutral)
-        self.prefix = TransformersEngine(lm).prefix_scorer(common[:max(0, len(common) - 1)])
+        self.prefix = engine_for(lm).prefix_scorer(common[:max(0, len(common) - 1)])
         calibrate = params.calibrate is not False  # on by default: see neutral_texts for what it gave
         self.bias = self._bias(neutral) if calibrate else [0.0] * len(labels)
 

@@ -135,10 +135,10 @@ def sequence_losses(lm, sequences: Sequence[Tokens], params: PerplexityParams) -
     Raises:
         UsageError: a bad batch size, window or stride.
     """
-    from gptcli.engine.transformers_engine import TransformersEngine
+    from gptcli.engine.backends import engine_for
 
     params.validate()
-    engine = TransformersEngine(lm)
+    engine = engine_for(lm)
     size = window_size(lm, params)
     # A window's first token has nothing before it in the window: each must score at most size - 1.
     stride = min(params.stride or max(1, size // 2), size - 1)

@@ -119,6 +119,22 @@ def test_a_choice_constraint_holds(ours, reference, monkeypatch):
         _same(mine[key], theirs[key])
 
 
+def test_scoring_equals_transformers_and_reuses_the_shared_prompt(ours, reference):
+    prompt = list(_ids(ours, PROMPTS[2]))
+    rows = [(prompt, list(_ids(ours, " yes"))), (prompt, list(_ids(ours, " no thanks"))),
+            (list(_ids(ours, PROMPTS[0])), list(_ids(ours, " maybe")))]
+    mine = LlamaCppEngine(ours).prefix_scorer(prompt[:-1]).answer_logprobs(rows)
+    theirs = TransformersEngine(reference).prefix_scorer(prompt[:-1]).answer_logprobs(rows)
+    assert [len(r) for r in mine] == [len(a) for _, a in rows]
+    for a, b in zip(mine, theirs):
+        assert a == pytest.approx(b, abs=1e-4)
+    windows = [(list(_ids(ours, PROMPTS[2])), 5), (list(_ids(ours, PROMPTS[0])), 3)]
+    losses = LlamaCppEngine(ours).token_losses(windows)
+    assert [len(x) for x in losses] == [5, 3]
+    for a, b in zip(losses, TransformersEngine(reference).token_losses(windows)):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
 def test_streamed_deltas_add_up_to_the_result(ours):
     events = _run(LlamaCppEngine(ours), [Request("s", _ids(ours, PROMPTS[2]), 24, stream=True)])["s"]
     deltas = [e.text for e in events if isinstance(e, Delta)]
@@ -128,13 +144,13 @@ def test_streamed_deltas_add_up_to_the_result(ours):
 def test_the_next_turn_reads_only_its_new_tokens_and_answers_as_a_fresh_engine(ours, monkeypatch):
     engine = LlamaCppEngine(ours)
     fed = []
-    decode = engine.native.decode
+    decode = engine.native._decode
 
-    def counting(tokens, start, logits_for=1):
+    def counting(tokens, start, logits_for):
         fed.append((len(tokens), start))
         return decode(tokens, start, logits_for)
 
-    monkeypatch.setattr(engine.native, "decode", counting)
+    monkeypatch.setattr(engine.native, "_decode", counting)
     first = _ids(ours, PROMPTS[0])
     reply = _finished(_run(engine, [Request("a", first, 8)]))["a"]
     follow = first + _ids(ours, reply.text) + _ids(ours, " and then the dog")
