@@ -5,9 +5,9 @@ operators and Python around the matrix products in transformers' generic forward
 shape, attention dispatch, output records, three products where one would do). For a few new tokens per row
 this module runs the same layers itself:
 
-- q, k and v in one product, and gate and up in one, over weights concatenated once, in place (the
-  projections' own weights become views of the joined tensor: no extra memory, and the modules still work
-  for transformers' own forward, which prefill uses);
+- q, k and v in one product, and gate and up in one, over weights concatenated once (the projections'
+  own weights become views of the joined tensor, so the modules still work for transformers' own forward,
+  which prefill uses; the originals' pages of the memory-mapped weights file are given back, engine/filepages.py);
 - RMSNorm, rotary embeddings, the cache update and SDPA exactly as transformers computes them, so the
   logits are bit for bit the same (tests/engine/test_lean_llama.py checks, with padding and in bf16).
 
@@ -147,12 +147,16 @@ def _joined(projections):
         return _joined_int4(projections)
     if any(type(p) is not torch.nn.Linear for p in projections):
         return lambda x: tuple(p(x) for p in projections)
+    from gptcli.engine import filepages
+
     sizes = [p.out_features for p in projections]
-    joined = torch.cat([p.weight.detach() for p in projections])
+    originals = [p.weight.detach() for p in projections]
+    joined = torch.cat(originals)
     start = 0
     for projection, size in zip(projections, sizes):
         projection.weight = torch.nn.Parameter(joined[start:start + size], requires_grad=False)
         start += size
+    filepages.release(originals)  # their file pages would otherwise stay resident beside the copy
     return lambda x: F.linear(x, joined).split(sizes, dim=-1)
 
 
