@@ -76,6 +76,9 @@ def check_output_path(output: str, inputs: list[str | None]) -> None:
                          f"give the results file's name")
     if not output:
         raise UsageError("--output is empty; give a file name such as out.jsonl")
+    if output == "-":  # a shell user's "stdout", not a file named "-" to resume from
+        raise UsageError("--output - would write a file named '-'; for JSON lines on stdout use --json, "
+                         "or give a file name such as out.jsonl")
     if is_stream(out):
         return
     _check_name_length(out, output)

@@ -255,3 +255,11 @@ def test_sigterm_and_sighup_keep_whole_records_and_a_rerun_completes(tiny_llama,
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == list(range(1, 81))
+
+
+@pytest.mark.parametrize("command", [["generate", "hello"], ["summarize", "some text"], ["embed", "some text"]])
+def test_output_dash_is_refused_with_the_stdout_option(cli, tmp_path, monkeypatch, command):
+    monkeypatch.chdir(tmp_path)
+    done = cli(*command, "--output", "-")
+    assert done.exit_code == 2 and "--json" in done.stderr and done.stdout == ""
+    assert not (tmp_path / "-").exists()
