@@ -83,6 +83,7 @@ def classify(
     model: _C["model"] = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     json_output: JsonReport = False,
@@ -125,10 +126,11 @@ def classify(
         predicted = eval_cases.read_predictions(predictions, "label", cases)
         source = {"predictions": predictions}
     else:
-        load = classify_cli.classify_load_options(model, device, dtype, trust_remote_code, allow_pickle)
+        common.check_engine(engine)
+        load = classify_cli.classify_load_options(model, device, dtype, trust_remote_code, allow_pickle, engine)
         settings = common.run_settings(output, load.model, dtype=dtype, labels=chosen, prompt=prompt,
                                        hypothesis_template=hypothesis_template, label_template=label_template,
-                                       examples=classify_cli.examples_digest(shown))
+                                       examples=classify_cli.examples_digest(shown), **common.engine_setting(engine))
         scoring = eval_runs.scoring(eval_runs.ClassifyRun)
         run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         run.own_labels_allowed = not given
@@ -153,6 +155,7 @@ def summarize(
     model: opt.Model = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     json_output: JsonReport = False,
@@ -186,9 +189,11 @@ def summarize(
         predicted = eval_cases.read_predictions(predictions, "summary", cases)
         source = {"predictions": predictions}
     else:
-        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
+        common.check_engine(engine)
+        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle, engine)
         settings = common.run_settings(output, model, dtype=dtype, length=length, max_new_tokens=max_new_tokens,
-                                       overflow=overflow, max_input_tokens=max_input_tokens)
+                                       overflow=overflow, max_input_tokens=max_input_tokens,
+                                       **common.engine_setting(engine))
         scoring = eval_runs.scoring(summarize_cli.Run)
         run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         predicted, source = eval_runs.predict(run, cases, load, "summary"), {"model": model}
@@ -209,6 +214,7 @@ def translate(
     model: opt.Model = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     json_output: JsonReport = False,
@@ -242,10 +248,12 @@ def translate(
         predicted = eval_cases.read_predictions(predictions, "translation", cases)
         origin = {"predictions": predictions}
     else:
-        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle)
+        common.check_engine(engine)
+        load = eval_cases.load_options(model, None, device, dtype, trust_remote_code, allow_pickle, engine)
         settings = common.run_settings(output, model, dtype=dtype, to=to, max_new_tokens=max_new_tokens,
                                        presence_penalty=params.presence_penalty,
-                                       frequency_penalty=params.frequency_penalty, **{"from": source})
+                                       frequency_penalty=params.frequency_penalty, **{"from": source},
+                                       **common.engine_setting(engine))
         scoring = eval_runs.scoring(translate_cli.Run)
         run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
         predicted, origin = eval_runs.predict(run, cases, load, "translation"), {"model": model}
@@ -263,6 +271,7 @@ def perplexity(
     adapter: opt.Adapter = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "auto",
+    engine: opt.EngineOpt = "transformers",
     trust_remote_code: opt.TrustRemoteCode = False,
     allow_pickle: opt.AllowPickle = False,
     json_output: JsonReport = False,
@@ -294,8 +303,9 @@ def perplexity(
     common.refuse_result_fields(records, eval_runs.PerplexityRun.RESULT_FIELDS, "eval perplexity")
     items = [eval_runs.text_of(r) for r in records]
     eval_cases.check_outputs(None, model, output, (data,))
-    load = eval_cases.load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle)
-    settings = common.run_settings(output, model, adapter, dtype=dtype)
+    common.check_engine(engine)
+    load = eval_cases.load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle, engine)
+    settings = common.run_settings(output, model, adapter, dtype=dtype, **common.engine_setting(engine))
     scoring = eval_runs.scoring(eval_runs.PerplexityRun)
     run = scoring(params, batch_size == 0, False, output, stats, settings, overwrite)
     loss, tokens = eval_runs.corpus_loss(items, eval_runs.results(run, items, load), data)

@@ -105,7 +105,7 @@ def read_predictions(predictions: str, field: str, cases: list[Case]) -> list[st
     return [by_id[case.item.id][1].strip() if field == "label" else by_id[case.item.id][1] for case in cases]
 
 
-def load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle):
+def load_options(model, adapter, device, dtype, trust_remote_code, allow_pickle, engine="transformers"):
     from gptcli.models.loader import LoadOptions
 
-    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle)
+    return LoadOptions(model, device, dtype, trust_remote_code, adapter, allow_pickle=allow_pickle, engine=engine)

@@ -239,3 +239,16 @@ def test_a_rerun_on_another_engine_does_not_add_to_the_same_output(cli, gguf, tm
     assert first.exit_code == 0, first.stderr
     again = cli("generate", "--model", gguf, "--output", out, "--max-new-tokens", "4", "hi")
     assert again.exit_code == 2 and "--engine" in again.stderr
+
+
+def test_eval_perplexity_on_llama_cpp_equals_transformers(cli, gguf, tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": p}) + "\n" for p in PROMPTS))
+    reports = {}
+    for engine, extra in (("llama.cpp", []), ("transformers", ["--dtype", "float32"])):
+        done = cli("eval", "perplexity", "--data", data, "--model", gguf, "--engine", engine, *extra, "--json")
+        assert done.exit_code == 0, done.stderr
+        reports[engine] = json.loads(done.stdout)
+    mine, theirs = reports["llama.cpp"], reports["transformers"]
+    assert mine["tokens"] == theirs["tokens"] > 0
+    assert mine["perplexity"] == pytest.approx(theirs["perplexity"], rel=1e-4)
