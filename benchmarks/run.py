@@ -54,11 +54,8 @@ def bench_warm_process(runs: int) -> dict:
 
 def bench_in_process(runs: int, new_tokens: int) -> dict:
     """Load time and single-stream decode: gptcli's loop vs plain model.generate, same dtype and prompt."""
-    import torch
-
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
-    from gptcli.services import generate as gen
     from gptcli.services.prompting import Prompt, encode_prompt
 
     loads = []
@@ -71,12 +68,7 @@ def bench_in_process(runs: int, new_tokens: int) -> dict:
         return decode_speed(lm, ids, new_tokens)
 
     def plain() -> float:
-        inputs = torch.tensor([ids])
-        started = time.perf_counter()
-        with torch.inference_mode():
-            out = lm.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
-                                    do_sample=False)
-        return (out.shape[1] - len(ids)) / (time.perf_counter() - started)
+        return plain_speed(lm.model, ids, new_tokens)
 
     ours(), plain()  # warm-up
     ours_tps = median_of(runs, ours)
@@ -87,6 +79,17 @@ def bench_in_process(runs: int, new_tokens: int) -> dict:
                "dtype": lm.placement.dtype_name}
     results.update(bench_int4(runs, new_tokens, ids, plain_tps))
     return results
+
+
+def plain_speed(model, ids: list[int], new_tokens: int) -> float:
+    """Plain transformers `generate`, greedy, one prompt: generated tokens per second."""
+    import torch
+
+    inputs = torch.tensor([ids])
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens, do_sample=False)
+    return (out.shape[1] - len(ids)) / (time.perf_counter() - started)
 
 
 def decode_speed(lm, ids: list[int], new_tokens: int, lean: bool = True) -> float:
@@ -146,8 +149,6 @@ def bench_engines(runs: int, new_tokens: int) -> dict:
     """One stream on each engine, in one run: plain transformers `generate` in bf16 (the baseline),
     gptcli's transformers engine (bf16) and gptcli's llama.cpp engine on the packaged GGUF; then the
     top-1 agreement of each with float32 on public text, and each whole process's peak memory."""
-    import torch
-
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
     from gptcli.services.prompting import Prompt, encode_prompt
@@ -156,15 +157,8 @@ def bench_engines(runs: int, new_tokens: int) -> dict:
     native = load_model(LoadOptions(None, engine="llama.cpp"), accept=(CAUSAL_LM,), command="bench")
     ids = encode_prompt(bf16.tokenizer, Prompt(text=PROMPT))
 
-    def plain() -> float:
-        inputs = torch.tensor([ids])
-        started = time.perf_counter()
-        with torch.inference_mode():
-            out = bf16.model.generate(inputs, attention_mask=torch.ones_like(inputs), max_new_tokens=new_tokens,
-                                      do_sample=False)
-        return (out.shape[1] - len(ids)) / (time.perf_counter() - started)
-
-    speeds = {"plain_generate_bf16": plain, "gptcli_transformers_bf16": lambda: decode_speed(bf16, ids, new_tokens),
+    speeds = {"plain_generate_bf16": lambda: plain_speed(bf16.model, ids, new_tokens),
+              "gptcli_transformers_bf16": lambda: decode_speed(bf16, ids, new_tokens),
               "gptcli_llamacpp": lambda: decode_speed(native, ids, new_tokens)}
     results = {}
     for name, fn in speeds.items():

@@ -93,6 +93,14 @@ class GenerationStats:
             self.first_token_seconds = time.perf_counter() - self._started
 
 
+def drop_queued(pending, cancelled: set, events: list) -> None:
+    """Take the queued requests whose ids are in ``cancelled`` out of ``pending`` (a deque), each
+    ending with a Finished event, reason cancelled, in ``events``."""
+    for request in [r for r in pending if r.id in cancelled]:
+        pending.remove(request)
+        events.append(Finished(request.id, "", len(request.ids), 0, FINISH_CANCELLED))
+
+
 class Engine(ABC):
     """What the services ask of a loaded causal LM: generation requests in, events out, and
     log-probabilities of given tokens. Backends implement it; services never touch the model.

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Hashable
 
-from gptcli.engine.api import FINISH_CANCELLED, Engine, Event, Finished, GenerationStats, Request
+from gptcli.engine.api import FINISH_CANCELLED, drop_queued, Engine, Event, GenerationStats, Request
 from gptcli.engine.picking import Picking
 
 
@@ -66,9 +66,7 @@ class LlamaCppEngine(Engine):
     def _drop_cancelled(self, events: list[Event]) -> None:
         if not self._cancelled:
             return
-        for request in [r for r in self.pending if r.id in self._cancelled]:
-            self.pending.remove(request)
-            events.append(Finished(request.id, "", len(request.ids), 0, FINISH_CANCELLED))
+        drop_queued(self.pending, self._cancelled, events)
         if self.row is not None and self.row.request.id in self._cancelled:
             events.append(self.row.finished(FINISH_CANCELLED))
             self.row = None

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from typing import Hashable
 
-from gptcli.engine.api import FINISH_CANCELLED, Event, Finished, GenerationStats, Request
+from gptcli.engine.api import FINISH_CANCELLED, drop_queued, Event, GenerationStats, Request
 from gptcli.engine.picking import Picking
 from gptcli.engine.rows import Row
 from gptcli.engine.shapes import power_of_two_groups, row_bucket, width_bucket
@@ -89,9 +89,7 @@ class Scheduler:
     def _drop_cancelled(self, events: list[Event]) -> None:
         if not self._cancelled:
             return
-        for request in [r for r in self.pending if r.id in self._cancelled]:
-            self.pending.remove(request)
-            events.append(Finished(request.id, "", len(request.ids), 0, FINISH_CANCELLED))
+        drop_queued(self.pending, self._cancelled, events)
         for index, row in enumerate(self.slots):
             if row is not None and row.request.id in self._cancelled:
                 events.append(row.finished(FINISH_CANCELLED))
