@@ -38,10 +38,10 @@ def _fitted(lm, texts, max_new):
 
 def _decode(lm, fitted, monkeypatch, batch_size):
     """Each prompt's (tokens, logits per step) as the decode loop picked them, keyed by prompt index."""
-    from gptcli.engine.scheduler import Scheduler
+    from gptcli.engine.picking import Picking
 
     steps: dict[tuple, list] = {}
-    original = Scheduler._pick
+    original = Picking._pick
 
     def recording(self, rows, logits):
         picked = original(self, rows, logits)
@@ -49,7 +49,7 @@ def _decode(lm, fitted, monkeypatch, batch_size):
             steps.setdefault(tuple(row.request.ids), []).append((picked[n][0], logits[n].float().clone()))
         return picked
 
-    monkeypatch.setattr(Scheduler, "_pick", recording)
+    monkeypatch.setattr(Picking, "_pick", recording)
     completions = [e for e in gen.generate(lm, fitted, gen.GenerationParams(batch_size=batch_size))
                    if isinstance(e, gen.Completion)]
     result = {}

@@ -67,7 +67,8 @@ def _drop_file_pages(libc, pagemap, start: int, end: int) -> int:
 def _private_file_mappings() -> list[tuple[int, int]]:
     """(start, end) of this process's private mappings of files."""
     try:
-        lines = open("/proc/self/maps", encoding="utf-8", errors="replace").read().splitlines()
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
+            lines = maps.read().splitlines()
     except OSError:
         return []
     spans = []
