@@ -1,8 +1,8 @@
 """The llama.cpp engine: one sequence at a time, at llama.cpp's pace, for a GGUF model on a CPU.
 
 On this kind of machine a lone stream is bound by reading the weights once per token, and
-llama.cpp's quantized kernels read the GGUF's 4-bit weights directly (about 5x plain
-transformers on the default model, README "Performance"); batches stay with the transformers
+llama.cpp's quantized kernels read the GGUF's 4-bit weights directly (4.0-4.5x plain
+transformers on the default model, README "Engines"); batches stay with the transformers
 scheduler, which computes many rows per read. llama.cpp computes the logits only: the tokens
 are picked by gptcli's own samplers (engine/picking.py), so seeds, penalties, stop strings,
 constraints, log-probabilities and token counts follow the same contract on either engine.
@@ -127,8 +127,7 @@ def native_model(lm):
     """The llama.cpp model loaded with ``lm`` (--engine llama.cpp), or loaded now from its GGUF file
     and kept with it (a benchmark holding the same weights in both engines)."""
     if lm.native is None:
-        from gptcli import console
-        from gptcli.engine.llamacpp_native import NativeModel
+        from gptcli.engine.llamacpp_native import load
 
-        lm.native = NativeModel(lm.source.gguf, verbose=console.is_verbose())
+        lm.native = load(lm.source.gguf)
     return lm.native

@@ -164,6 +164,13 @@ def _route_log(llama_cpp, verbose: bool) -> None:
     llama_cpp.llama_log_set(callback, None)
 
 
+def load(path: Path) -> NativeModel:
+    """llama.cpp's model for the GGUF file at ``path``, its log lines shown with -v only."""
+    from gptcli import console
+
+    return NativeModel(path, verbose=console.is_verbose())
+
+
 def _shared_prefix(cached: list[int], sequence: list[int], most: int) -> int:
     """How many leading tokens ``sequence`` shares with ``cached``, at most ``most``."""
     most = max(0, min(most, len(cached)))

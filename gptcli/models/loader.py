@@ -178,9 +178,9 @@ def _config_only(auto_cls, location: str, config):
 
 
 def _load_native(source: ModelSource):
-    from gptcli.engine.llamacpp_native import NativeModel
+    from gptcli.engine.llamacpp_native import load
 
-    return NativeModel(source.gguf, verbose=console.is_verbose())
+    return load(source.gguf)
 
 
 def _import_quietly() -> None:
