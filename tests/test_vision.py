@@ -177,9 +177,24 @@ def test_qwen2_vl_needs_torchvision_and_the_error_says_how_to_install_it(cli, tm
     if importlib.util.find_spec("torchvision") is None:
         assert result.exit_code == 2 and "needs torchvision" in result.stderr
         assert "pip install 'torchvision==0." in result.stderr and "loaded" not in result.stderr
-    else:
+    else:  # run by hand in a venv with torchvision (README "Images"): make test-torchvision
         assert result.exit_code == 0, result.stderr
         assert result.stdout == own_generate(folder, "what is in it", [image]) + "\n"
+        _qwen_batch_equals_its_own_generate(cli, folder, image, tmp_path)
+
+
+def _qwen_batch_equals_its_own_generate(cli, folder, image, tmp_path):
+    """Image grids of two shapes (other 3-D position offsets) and a text row in one running batch."""
+    tall = picture(tmp_path / "tall.jpg", (10, 20, 220), (50, 160), "JPEG")
+    records = [{"prompt": "the cat", "images": [str(tall)]}, {"prompt": "hello world"},
+               {"prompt": "what is in it", "images": [str(image)]}, {"prompt": "two small red houses"}]
+    batch = tmp_path / "qwen.jsonl"
+    batch.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = cli("generate", "--input", batch, "-m", folder, *ARGS, "--json", "--batch-size", "4")
+    assert result.exit_code == 0, result.stderr
+    got = [json.loads(line) for line in result.stdout.splitlines()]
+    for record, asked in zip(got, records, strict=True):
+        assert record["text"] == own_generate(folder, asked["prompt"], [Path(p) for p in asked.get("images", [])])
 
 
 def test_gemma3_architecture_batch_with_a_sliding_window_equals_its_own_generate(cli, tmp_path, pictures):

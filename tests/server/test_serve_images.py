@@ -16,7 +16,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.server import assert_clean_stderr, request, running_server, wait_idle
+from tests.server import ServerProcess, assert_clean_stderr, request, running_server, server_env, wait_idle
 from tests.server.test_commands_via_server import NO_TORCH
 from tests.tiny_vision import own_generate, picture
 
@@ -192,3 +192,31 @@ def test_the_server_log_stays_clean(server):
     code, stdout, stderr = server.stop()
     assert code in (0, 130, 143) and stdout == ""
     assert_clean_stderr(stderr)
+
+
+def test_qwen2_vl_answers_an_image_with_its_own_greedy_output_or_says_it_needs_torchvision(session_dir, tmp_path):
+    """Qwen2-VL (3-D image positions) behind the real server. Its processor needs torchvision: without
+    it, serve exits 2 with the install command before listening; with it (make test-torchvision), the
+    openai client gets the model's own greedy answer for an image and for text."""
+    import importlib.util
+
+    from tests.tiny_vision import build_qwen2_vl
+
+    folder = build_qwen2_vl(tmp_path / "tiny-qwen2-vl")
+    image = picture(tmp_path / "red.png", (200, 10, 10), (110, 105))
+    process = ServerProcess(["--model", folder, "--dtype", "float32"], server_env(session_dir))
+    if importlib.util.find_spec("torchvision") is None:
+        code = process.proc.wait(120)
+        process.stop()  # collects the last stderr lines
+        assert code == 2 and "needs torchvision" in process.stderr and "pip install" in process.stderr
+        return
+    process.wait_ready()
+    try:
+        client = process.client()
+        answer = _ask(client, process.model, "what is in it", data_url(image, "image/png"), **GREEDY)
+        assert answer.choices[0].message.content == own_generate(folder, "what is in it", [image])
+        text = client.chat.completions.create(model=process.model, messages=[
+            {"role": "user", "content": "hello world"}], **GREEDY)
+        assert text.choices[0].message.content == own_generate(folder, "hello world", [])
+    finally:
+        process.stop()
