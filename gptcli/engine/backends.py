@@ -9,7 +9,7 @@ def engine_for(lm, batch_size: int = 8, max_batch_tokens: int | None = None, sta
     if lm.native is not None:
         from gptcli.engine.llamacpp_engine import LlamaCppEngine
 
-        return LlamaCppEngine(lm, stats)
+        return LlamaCppEngine(lm, stats, rows=batch_size)
     from gptcli.engine.transformers_engine import TransformersEngine
 
     return TransformersEngine(lm, batch_size, max_batch_tokens, stats)

@@ -146,9 +146,9 @@ def test_the_next_turn_reads_only_its_new_tokens_and_answers_as_a_fresh_engine(o
     fed = []
     decode = engine.native._decode
 
-    def counting(tokens, start, logits_for):
-        fed.append((len(tokens), start))
-        return decode(tokens, start, logits_for)
+    def counting(feeds):
+        fed.extend((len(tokens), start) for _slot, tokens, start, _wanted in feeds)
+        return decode(feeds)
 
     monkeypatch.setattr(engine.native, "_decode", counting)
     first = _ids(ours, PROMPTS[0])
@@ -161,6 +161,59 @@ def test_the_next_turn_reads_only_its_new_tokens_and_answers_as_a_fresh_engine(o
     monkeypatch.undo()
     fresh = _finished(_run(LlamaCppEngine(ours), [Request("b", follow, 8)]))["b"]
     _same(again, fresh)
+
+
+def _counting_passes(monkeypatch, engine) -> list[int]:
+    """How many sequences each llama_decode pass of ``engine``'s model reads, pass by pass."""
+    passes = []
+    decode = engine.native._decode
+
+    def counting(feeds):
+        passes.append(len(feeds))
+        return decode(feeds)
+
+    monkeypatch.setattr(engine.native, "_decode", counting)
+    return passes
+
+
+def test_rows_share_each_pass_and_each_gets_what_it_gets_alone(ours, monkeypatch):
+    def make():
+        return [Request("greedy", _ids(ours, PROMPTS[0]), 16),
+                Request("sampled", _ids(ours, PROMPTS[1]), 16, SamplingParams(temperature=1.1, seed=4,
+                                                                              repetition_penalty=1.3), key="k"),
+                Request("stopped", _ids(ours, PROMPTS[2]), 20, stop=(" the",)),
+                Request("short", _ids(ours, PROMPTS[3]), 3, logprobs=1)]
+
+    engine = LlamaCppEngine(ours, rows=4)
+    passes = _counting_passes(monkeypatch, engine)
+    together = _finished(_run(engine, make()))
+    assert passes[0] == 4 and passes.count(4) >= 3  # the prompts in one pass, then the rows together
+    monkeypatch.undo()
+    for request in make():
+        alone = _finished(_run(LlamaCppEngine(ours, rows=1), [request]))[request.id]
+        _same(together[request.id], alone)
+
+
+def test_a_request_arriving_while_others_run_joins_them(ours, monkeypatch):
+    """A server's case: the context grows from one sequence to more while a row runs; the running
+    row's cache is rebuilt and its answer does not change."""
+    first, second = Request("a", _ids(ours, PROMPTS[0]), 24), Request("b", _ids(ours, PROMPTS[2]), 10)
+    engine = LlamaCppEngine(ours, rows=4)
+    events = []
+    engine.submit(first)
+    for _ in range(3):
+        events += engine.step()
+    engine.submit(second)
+    passes = _counting_passes(monkeypatch, engine)
+    steps = 0
+    while engine.has_work() and steps < 200:
+        events += engine.step()
+        steps += 1
+    assert passes[0] == 2 and engine.native.slots >= 2  # "b" joined the running "a"
+    monkeypatch.undo()
+    done = {e.request_id: e for e in events if isinstance(e, Finished)}
+    for request in (first, second):
+        _same(done[request.id], _finished(_run(LlamaCppEngine(ours, rows=1), [request]))[request.id])
 
 
 def test_cancel_ends_a_queued_and_a_running_request(ours):
