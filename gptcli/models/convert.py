@@ -39,7 +39,7 @@ def converted_folder(gguf: Path) -> Path:
     if (target / MARKER).is_file():
         return target
     make_folder(target.parent)
-    with _exclusive_lock(target.with_name(target.name + ".lock")):
+    with exclusive_lock(target.with_name(target.name + ".lock")):
         if (target / MARKER).is_file():  # another process finished it while we waited
             return target
         _remove_leftovers(target)
@@ -60,7 +60,7 @@ def _target_for(gguf: Path) -> Path:
 
 
 @contextmanager
-def _exclusive_lock(path: Path) -> Iterator[None]:
+def exclusive_lock(path: Path) -> Iterator[None]:
     try:
         handle = open(path, "a+")
     except OSError as exc:  # a read-only cache: the folder exists, but nothing can be written in it

@@ -127,9 +127,10 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
         tokenizer = processor.tokenizer if processor else _load_tokenizer(location, extra, options, source)
         auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind, images=vision)
         if options.engine == LLAMACPP:
-            model, native = _config_only(auto_cls, location, config), _load_native(source)
-            placement = Placement("cpu", "float32", f"engine llama.cpp on the CPU ({source.gguf.name}'s own "
-                                  "weight types; transformers holds the config only)", engine=LLAMACPP)
+            model, native = _config_only(auto_cls, location, config), _load_native(source, options.dtype)
+            weights = "own weight types" if options.dtype == "auto" else f"weights in {options.dtype}"
+            placement = Placement("cpu", "float32", f"engine llama.cpp on the CPU ({source.gguf.name}'s {weights}; "
+                                  "transformers holds the config only)", engine=LLAMACPP)
         else:
             model = _load_weights(auto_cls, location, extra, options, placement, source)
         if adapter:
@@ -144,10 +145,14 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
 
 
 def _check_llamacpp_options(options: LoadOptions) -> None:
-    """--engine llama.cpp runs a GGUF file's own weight types on the CPU: no other dtype or device."""
-    if options.dtype != "auto" or options.device not in ("auto", "cpu"):
-        raise UsageError("--engine llama.cpp runs the GGUF's own weight types on the CPU; drop --dtype/--device "
-                         "or use --engine transformers")
+    """--engine llama.cpp runs on the CPU, a GGUF file's own weight types or a copy recast to a float type."""
+    from gptcli.models.gguf_recast import FILE_TYPES
+
+    if options.device not in ("auto", "cpu"):
+        raise UsageError("--engine llama.cpp runs on the CPU; drop --device or use --engine transformers")
+    if options.dtype != "auto" and options.dtype not in FILE_TYPES:
+        raise UsageError(f"--engine llama.cpp takes --dtype auto (the GGUF's own weight types), "
+                         f"{', '.join(FILE_TYPES)}; not {options.dtype}: use --engine transformers for it")
 
 
 def _check_llamacpp_model(source: ModelSource, adapter: str | None, kind: str) -> None:
@@ -177,10 +182,15 @@ def _config_only(auto_cls, location: str, config):
     return model
 
 
-def _load_native(source: ModelSource):
+def _load_native(source: ModelSource, dtype: str):
+    """llama.cpp's model of the GGUF file, or of its copy in ``dtype`` (--dtype bfloat16 ...)."""
     from gptcli.engine.llamacpp_native import load
 
-    return load(source.gguf)
+    if dtype == "auto":
+        return load(source.gguf)
+    from gptcli.models.gguf_recast import recast_gguf
+
+    return load(recast_gguf(source.gguf, dtype))
 
 
 def _import_quietly() -> None:

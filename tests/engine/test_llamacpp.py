@@ -256,12 +256,34 @@ def test_chat_engine_llama_cpp_answers_each_turn_as_transformers(cli, gguf):
 
 @pytest.mark.parametrize("args, message", [
     (["--engine", "llama"], "unknown --engine 'llama'"),
-    (["--engine", "llama.cpp", "--dtype", "bfloat16"], "drop --dtype/--device"),
-    (["--engine", "llama.cpp", "--device", "cuda"], "drop --dtype/--device"),
+    (["--engine", "llama.cpp", "--dtype", "int4"], "takes --dtype auto (the GGUF's own weight types)"),
+    (["--engine", "llama.cpp", "--device", "cuda"], "runs on the CPU; drop --device"),
 ])
 def test_bad_engine_options_are_usage_errors(cli, gguf, args, message):
     done = cli("generate", "--model", gguf, "hello", *args)
     assert done.exit_code == 2 and message in done.stderr and done.stdout == ""
+
+
+def test_dtype_runs_a_copy_recast_once_into_the_cache(cli, gguf, session_dir):
+    """--dtype float32 on a float32 file: the same weights, so the same answer as the file itself; a
+    bfloat16 copy is written once (the second run reads it) and holds bfloat16 weights."""
+    import ctypes
+
+    asked = ("generate", "--model", gguf, "--engine", "llama.cpp", "the cat sat", "--max-new-tokens", "12")
+    own = cli(*asked)
+    assert own.exit_code == 0, own.stderr
+    same = cli(*asked, "--dtype", "float32")
+    assert same.exit_code == 0 and same.stdout == own.stdout and "in float32 in" in same.stderr
+    first, second = cli(*asked, "--dtype", "bfloat16"), cli(*asked, "--dtype", "bfloat16")
+    assert first.exit_code == second.exit_code == 0 and first.stdout == second.stdout != ""
+    assert "in bfloat16 in" in first.stderr and "in bfloat16 in" not in second.stderr  # written once
+    copies = list((session_dir / "gptcli-cache").rglob("*-bfloat16-*.gguf"))
+    assert len(copies) == 1
+    model = llamacpp_native.NativeModel(copies[0])
+    buffer = ctypes.create_string_buffer(16)
+    model._lib.llama_model_meta_val_str(model.model, b"general.file_type", buffer, len(buffer))
+    assert buffer.value == b"32"  # LLAMA_FTYPE_MOSTLY_BF16
+    model.close()
 
 
 def test_llama_cpp_needs_a_gguf_file(cli, tiny_llama):
