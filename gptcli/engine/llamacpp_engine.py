@@ -119,13 +119,20 @@ class LlamaCppEngine(Engine):
 
         for running in self.running:
             running.sequence.append(running.row.last)
-        rows = self.running + joining
+        rows = sorted(self.running + joining, key=lambda r: r.slot)  # llama.cpp splits passes less so
         logits = self.native.run_slots([(r.slot, r.sequence, 1) for r in rows])
         alive = set(self.picking.advance([r.row for r in rows], torch.from_numpy(_last_rows(logits)), events))
         for n, running in enumerate(rows):
             if n not in alive:
                 self._end(running)
         self.running = [r for n, r in enumerate(rows) if n in alive]
+        if len(alive) < len(rows):
+            self._pack()
+
+    def _pack(self) -> None:
+        """Rows that ended left gaps among the slots: move the rows above a gap down into it."""
+        for running in sorted(self.running, key=lambda r: -r.slot):
+            running.slot = self.native.move_down(running.slot)
 
     def _end(self, running: _Running) -> None:
         self.native.release(running.slot)

@@ -22,7 +22,7 @@ from pathlib import Path
 from gptcli.errors import GptcliError
 
 MIN_CONTEXT = 2048  # positions of a lone sequence; grown (rebuilt) in powers of two, up to the model's own
-MIN_SLOT = 256  # positions of each of several sequences: a batch's rows are sized to its longest
+MIN_SLOT = 128  # positions of each of several sequences: a batch's rows are sized to its longest
 BATCH = 512  # tokens per llama_decode call
 GGML_TYPE_F32, GGML_TYPE_F16 = 0, 1  # ggml.h
 FLASH_ATTENTION_OFF = 0  # llama.h: LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -75,6 +75,23 @@ class NativeModel:
         """Give a slot back; its cache stays for the next sequence that starts the same way."""
         with self._lock:
             self.claimed.discard(slot)
+
+    def move_down(self, slot: int) -> int:
+        """Move a claimed slot's sequence into the lowest free slot below it, if any; the slot it is in now.
+        llama.cpp splits a pass at each gap between the sequence ids it reads (a pass over 21 of 32
+        slots with gaps took 134 ms here, over 32 without: 41 ms), so a batch keeps its rows packed."""
+        with self._lock:
+            lower = next((s for s in range(slot) if s not in self.claimed), None)
+            if lower is None:
+                return slot
+            memory = self._lib.llama_get_memory(self.context)
+            self._lib.llama_memory_seq_rm(memory, lower, -1, -1)
+            self._lib.llama_memory_seq_cp(memory, slot, lower, -1, -1)
+            self._lib.llama_memory_seq_rm(memory, slot, -1, -1)
+            self.cached[lower], self.cached[slot] = self.cached[slot], []
+            self.claimed.discard(slot)
+            self.claimed.add(lower)
+            return lower
 
     def reserve(self, slots: int, room: int) -> None:
         """Make the context hold at least ``slots`` sequences of ``room`` positions each. A rebuilt

@@ -177,17 +177,23 @@ def _counting_passes(monkeypatch, engine) -> list[int]:
 
 
 def test_rows_share_each_pass_and_each_gets_what_it_gets_alone(ours, monkeypatch):
+    """The first row ends first: the rows above its slot move down into it (their caches copied)
+    and go on as if nothing happened."""
     def make():
-        return [Request("greedy", _ids(ours, PROMPTS[0]), 16),
+        return [Request("short", _ids(ours, PROMPTS[3]), 3, logprobs=1),
+                Request("greedy", _ids(ours, PROMPTS[0]), 16),
                 Request("sampled", _ids(ours, PROMPTS[1]), 16, SamplingParams(temperature=1.1, seed=4,
                                                                               repetition_penalty=1.3), key="k"),
-                Request("stopped", _ids(ours, PROMPTS[2]), 20, stop=(" the",)),
-                Request("short", _ids(ours, PROMPTS[3]), 3, logprobs=1)]
+                Request("stopped", _ids(ours, PROMPTS[2]), 20, stop=(" the",))]
 
     engine = LlamaCppEngine(ours, rows=4)
     passes = _counting_passes(monkeypatch, engine)
+    moves = []
+    move_down = engine.native.move_down
+    monkeypatch.setattr(engine.native, "move_down", lambda slot: moves.append((slot, move_down(slot))) or moves[-1][1])
     together = _finished(_run(engine, make()))
     assert passes[0] == 4 and passes.count(4) >= 3  # the prompts in one pass, then the rows together
+    assert any(to < start for start, to in moves)  # a row did move into the freed slot
     monkeypatch.undo()
     for request in make():
         alone = _finished(_run(LlamaCppEngine(ours, rows=1), [request]))[request.id]
