@@ -3,7 +3,8 @@
     python benchmarks/batch.py [--prompts 256] [--baseline-prompts 32] [--tasks]
 
 1. ``gptcli generate --input prompts.txt --output out.jsonl`` (64 new tokens, greedy), the whole
-   process timed from the shell, as a user runs it;
+   process timed from the shell, as a user runs it: the default engine, ``--dtype int4``, and
+   ``--engine llama.cpp`` on the GGUF's own 4-bit weights and on its bfloat16 copy;
 2. the same prompts one at a time through plain ``model.generate`` (same folder, dtype and chat
    template), in a process of its own;
 3. llama.cpp (``pip install llama-cpp-python``, optional) on the same SmolLM2 GGUF file, one prompt
@@ -220,6 +221,13 @@ def main() -> None:
                                              lambda: run_gptcli(prompts, Path(work), []))
         results["gptcli_batched_int4"] = measured("gptcli generate --input --dtype int4 (batched)",
                                                   lambda: run_gptcli(prompts, Path(work), ["--dtype", "int4"]))
+        for name, extra in (("gptcli_batched_llamacpp", ["--engine", "llama.cpp"]),
+                            ("gptcli_batched_llamacpp_bf16", ["--engine", "llama.cpp", "--dtype", "bfloat16"])):
+            try:
+                results[name] = measured(f"gptcli generate --input {' '.join(extra)} (batched)",
+                                         lambda extra=extra: run_gptcli(prompts, Path(work), extra))
+            except subprocess.CalledProcessError as error:  # llama-cpp-python not installed: exit 2
+                print(f"{name} skipped: {error}")
         results["plain_one_at_a_time"] = measured(
             "plain model.generate, one at a time",
             lambda: run_script(sys.executable, PLAIN, [folder, dtype, str(NEW_TOKENS)],
@@ -230,11 +238,12 @@ def main() -> None:
                 lambda: run_script(args.llama_python, LLAMA, [gguf, str(NEW_TOKENS)], prompts[:args.baseline_prompts]))
         except subprocess.CalledProcessError as error:
             print(f"llama.cpp skipped: {error.stderr.strip().splitlines()[-1] if error.stderr else error}")
-        ours = results["gptcli_batched"]["prompts_per_s"]
-        for key in ("plain_one_at_a_time", "llama_cpp_one_at_a_time"):
-            if key in results:
-                results[f"ratio_vs_{key}"] = ours / results[key]["prompts_per_s"]
-                print(f"gptcli / {key}: {results[f'ratio_vs_{key}']:.2f}x prompts/s")
+        for ours in ("gptcli_batched", "gptcli_batched_llamacpp", "gptcli_batched_llamacpp_bf16"):
+            for key in ("plain_one_at_a_time", "llama_cpp_one_at_a_time"):
+                if ours in results and key in results:
+                    ratio = results[ours]["prompts_per_s"] / results[key]["prompts_per_s"]
+                    results[f"ratio_{ours}_vs_{key}"] = ratio
+                    print(f"{ours} / {key}: {ratio:.2f}x prompts/s")
         if args.tasks:
             results["tasks"] = task_runs(Path(work), folder, dtype, 4 * args.baseline_prompts)
     (HERE / "results").mkdir(exist_ok=True)

@@ -155,23 +155,28 @@ def bench_engines(runs: int, new_tokens: int) -> dict:
 
     bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
     native = load_model(LoadOptions(None, engine="llama.cpp"), accept=(CAUSAL_LM,), command="bench")
+    native_bf16 = load_model(LoadOptions(None, engine="llama.cpp", dtype="bfloat16"), accept=(CAUSAL_LM,),
+                             command="bench")
     ids = encode_prompt(bf16.tokenizer, Prompt(text=PROMPT))
 
     speeds = {"plain_generate_bf16": lambda: plain_speed(bf16.model, ids, new_tokens),
               "gptcli_transformers_bf16": lambda: decode_speed(bf16, ids, new_tokens),
-              "gptcli_llamacpp": lambda: decode_speed(native, ids, new_tokens)}
+              "gptcli_llamacpp": lambda: decode_speed(native, ids, new_tokens),
+              "gptcli_llamacpp_bf16": lambda: decode_speed(native_bf16, ids, new_tokens)}
     results = {}
     for name, fn in speeds.items():
         fn()  # warm-up
         results[f"{name}_tok_s"] = median_of(runs, fn)
-    for name in ("gptcli_transformers_bf16", "gptcli_llamacpp"):
+    for name in ("gptcli_transformers_bf16", "gptcli_llamacpp", "gptcli_llamacpp_bf16"):
         results[f"{name}_ratio_to_plain"] = results[f"{name}_tok_s"] / results["plain_generate_bf16_tok_s"]
-    del bf16, native
+    natives = {"llamacpp": native.native, "llamacpp_bf16": native_bf16.native}
+    del bf16, native, native_bf16
     reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
     texts = public_texts()
     results.update(top1_agreement(reference, load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,),
                                                         command="bench").model, texts, "bf16"))
-    results.update(llamacpp_agreement(reference, texts))
+    for name, model in natives.items():
+        results.update(llamacpp_agreement(reference, texts, model, name))
     results.update(process_memory(new_tokens))
     return results
 
@@ -221,20 +226,19 @@ def process_memory(new_tokens: int) -> dict:
     plain = run([sys.executable, "-c", PLAIN_SCRIPT, str(converted_folder(packaged_default_gguf())), PROMPT,
                  str(new_tokens)])
     results = {"plain_process_peak_mib": float(plain.stdout.split()[-1])}
-    for engine in ("transformers", "llama.cpp"):
-        done = run(GPTCLI + ["generate", PROMPT, "--max-new-tokens", str(new_tokens), "--stats", "--engine", engine])
-        results[f"gptcli_{engine}_process_peak_mib"] = float(re.search(r"peak RSS (\d+) MiB", done.stderr).group(1))
+    for name, extra in (("transformers", []), ("llama.cpp", []), ("llama.cpp_bf16", ["--dtype", "bfloat16"])):
+        engine = name.split("_")[0]
+        done = run(GPTCLI + ["generate", PROMPT, "--max-new-tokens", str(new_tokens), "--stats", "--engine", engine,
+                             *extra])
+        results[f"gptcli_{name}_process_peak_mib"] = float(re.search(r"peak RSS (\d+) MiB", done.stderr).group(1))
     return results
 
 
-def llamacpp_agreement(reference, texts: list[str]) -> dict:
-    """The llama.cpp engine's top-1 agreement with float32 transformers and its mean loss, on the same
+def llamacpp_agreement(reference, texts: list[str], native, name: str) -> dict:
+    """A llama.cpp model's top-1 agreement with float32 transformers and its mean loss, on the same
     texts and the same way as bench_int4's (every position of each text, fed at once)."""
     import torch
 
-    from gptcli.engine.llamacpp_engine import native_model
-
-    native = native_model(reference)
     agree = total = 0
     losses = []
     for line in texts:
@@ -245,7 +249,7 @@ def llamacpp_agreement(reference, texts: list[str]) -> dict:
         agree += int((exact.argmax(-1) == logits.argmax(-1)).sum())
         total += ids.shape[1]
         losses.append(torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:]).item())
-    return {"llamacpp_top1_agreement_with_fp32": agree / total, "llamacpp_mean_loss": statistics.mean(losses)}
+    return {f"{name}_top1_agreement_with_fp32": agree / total, f"{name}_mean_loss": statistics.mean(losses)}
 
 
 def environment() -> dict:
