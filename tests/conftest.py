@@ -107,6 +107,15 @@ class CliResult:
 
 
 @pytest.fixture
+def hub_offline(monkeypatch):
+    """The hub treated as offline in this process, as HF_HUB_OFFLINE=1 does for a new one: a test about
+    something else skips the ~20 s a lookup of the unreachable hub waits here (test_models keeps that wait)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
 def cli():
     """Run gptcli in-process through its real entry point; stdout, stderr and exit code apart."""
     from typer.testing import CliRunner

@@ -291,7 +291,7 @@ def llama_adapter(base: Path, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
-def test_bad_input_gets_one_line_and_the_right_exit_code(cli, models, tmp_path, case):
+def test_bad_input_gets_one_line_and_the_right_exit_code(cli, models, tmp_path, case, hub_offline):
     args = case.args(tmp_path, models)
     result = cli(*args, input=case.stdin)
     assert result.exit_code == case.code, result.stderr

@@ -54,7 +54,7 @@ def test_an_input_field_named_like_a_result_field_is_refused_not_overwritten(
 
 @pytest.mark.parametrize("model", ["tiny_bert", "nobody/no-such-model"])
 def test_overwrite_keeps_the_old_results_when_the_new_run_fails_before_its_first_result(
-        cli, tmp_path, tiny_llama, tiny_bert, model):
+        cli, tmp_path, tiny_llama, tiny_bert, model, hub_offline):
     prompts = tmp_path / "p.txt"
     prompts.write_text("hello\nworld\n")
     out = tmp_path / "out.jsonl"
