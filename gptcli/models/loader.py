@@ -127,8 +127,10 @@ def load_model(options: LoadOptions, accept: tuple[str, ...], command: str, imag
         tokenizer = processor.tokenizer if processor else _load_tokenizer(location, extra, options, source)
         auto_cls = kinds.auto_class(kinds.SEQUENCE_CLASSIFIER if options.class_labels else kind, images=vision)
         if options.engine == LLAMACPP:
-            model, native = _config_only(auto_cls, location, config), _load_native(source, options.dtype)
-            weights = "own weight types" if options.dtype == "auto" else f"weights in {options.dtype}"
+            from gptcli.engine.llamacpp_native import load as load_native
+
+            native_file, weights = _native_file(source, options.dtype)
+            model, native = _config_only(auto_cls, location, config), load_native(native_file)
             placement = Placement("cpu", "float32", f"engine llama.cpp on the CPU ({source.gguf.name}'s {weights}; "
                                   "transformers holds the config only)", engine=LLAMACPP)
         else:
@@ -182,15 +184,15 @@ def _config_only(auto_cls, location: str, config):
     return model
 
 
-def _load_native(source: ModelSource, dtype: str):
-    """llama.cpp's model of the GGUF file, or of its copy in ``dtype`` (--dtype bfloat16 ...)."""
-    from gptcli.engine.llamacpp_native import load
+def _native_file(source: ModelSource, dtype: str) -> tuple[Path, str]:
+    """The GGUF file llama.cpp runs, and its weights in words: the file (its output projection in
+    bfloat16 where that is faster and more exact: with_bfloat16_output), or its copy in ``dtype``."""
+    from gptcli.models.gguf_recast import recast_gguf, with_bfloat16_output
 
-    if dtype == "auto":
-        return load(source.gguf)
-    from gptcli.models.gguf_recast import recast_gguf
-
-    return load(recast_gguf(source.gguf, dtype))
+    if dtype != "auto":
+        return recast_gguf(source.gguf, dtype), f"weights in {dtype}"
+    path = with_bfloat16_output(source.gguf)
+    return path, "own weight types" if path == source.gguf else "own layer types, output projection in bfloat16"
 
 
 def _import_quietly() -> None:

@@ -333,3 +333,45 @@ def test_eval_perplexity_on_llama_cpp_equals_transformers(cli, gguf, tmp_path):
     mine, theirs = reports["llama.cpp"], reports["transformers"]
     assert mine["tokens"] == theirs["tokens"] > 0
     assert mine["perplexity"] == pytest.approx(theirs["perplexity"], rel=1e-4)
+
+
+def _quantized_copy(gguf, folder):
+    """The tiny model in Q4_1, as a small downloaded GGUF comes (its output projection quantized too)."""
+    import llama_cpp
+
+    target = folder / "tiny-q4_1.gguf"
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = 3  # LLAMA_FTYPE_MOSTLY_Q4_1
+    assert llama_cpp.llama_model_quantize(str(gguf).encode(), str(target).encode(), params) == 0
+    return target
+
+
+def _tensor_bytes(path) -> dict:
+    import gguf as gguf_format
+    import numpy
+
+    return {t.name: (t.tensor_type.name, numpy.asarray(t.data).tobytes()) for t in gguf_format.GGUFReader(str(path)).tensors}
+
+
+def test_a_quantized_small_model_runs_with_its_output_projection_in_bfloat16(cli, gguf, tmp_path, monkeypatch):
+    """Without --dtype, on a CPU with native bfloat16: a copy written once whose output projection is
+    bfloat16 and whose every other tensor is the file's own bytes; a float file, or a CPU without
+    bfloat16 products, runs the file itself."""
+    from gptcli.models import gguf_recast, placement
+
+    quantized = _quantized_copy(gguf, tmp_path)
+    monkeypatch.setattr(placement, "cpu_has_native_bf16", lambda: False)
+    assert gguf_recast.with_bfloat16_output(quantized) == quantized
+    monkeypatch.setattr(placement, "cpu_has_native_bf16", lambda: True)
+    asked = ("generate", "--model", quantized, "--engine", "llama.cpp", "the cat sat", "--max-new-tokens", "12")
+    first, second = cli(*asked), cli(*asked)
+    assert first.exit_code == second.exit_code == 0, first.stderr
+    assert first.stdout == second.stdout != ""
+    assert "output projection in bfloat16" in first.stderr and "output projection" not in second.stderr
+    copy = gguf_recast.with_bfloat16_output(quantized)
+    source, written = _tensor_bytes(quantized), _tensor_bytes(copy)
+    assert source["output.weight"][0] not in ("F32", "BF16") and written["output.weight"][0] == "BF16"
+    assert {name: value for name, value in written.items() if name != "output.weight"} == \
+        {name: value for name, value in source.items() if name != "output.weight"}
+    assert gguf_recast.with_bfloat16_output(gguf) == gguf  # float32 already: nothing to gain
+    assert gguf_recast.with_bfloat16_output(gguf) == gguf  # (the second answer from the kept marker)
