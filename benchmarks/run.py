@@ -149,28 +149,36 @@ def bench_engines(runs: int, new_tokens: int) -> dict:
     """One stream on each engine, in one run: plain transformers `generate` in bf16 (the baseline),
     gptcli's transformers engine (bf16) and gptcli's llama.cpp engine on the packaged GGUF; then the
     top-1 agreement of each with float32 on public text, and each whole process's peak memory."""
+    import dataclasses
+
+    from gptcli.engine.llamacpp_native import load
     from gptcli.models import LoadOptions, load_model
     from gptcli.models.kinds import CAUSAL_LM
+    from gptcli.models.resolve import packaged_default_gguf
     from gptcli.services.prompting import Prompt, encode_prompt
 
     bf16 = load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,), command="bench")
     native = load_model(LoadOptions(None, engine="llama.cpp"), accept=(CAUSAL_LM,), command="bench")
     native_bf16 = load_model(LoadOptions(None, engine="llama.cpp", dtype="bfloat16"), accept=(CAUSAL_LM,),
                              command="bench")
+    # The packaged file exactly as it is (its output projection in Q8_0), as --engine llama.cpp ran it
+    # before the copy with that projection in bfloat16 (gguf_recast.with_bfloat16_output)
+    as_file = dataclasses.replace(native, native=load(packaged_default_gguf()))
     ids = encode_prompt(bf16.tokenizer, Prompt(text=PROMPT))
 
     speeds = {"plain_generate_bf16": lambda: plain_speed(bf16.model, ids, new_tokens),
               "gptcli_transformers_bf16": lambda: decode_speed(bf16, ids, new_tokens),
               "gptcli_llamacpp": lambda: decode_speed(native, ids, new_tokens),
+              "gptcli_llamacpp_file_as_is": lambda: decode_speed(as_file, ids, new_tokens),
               "gptcli_llamacpp_bf16": lambda: decode_speed(native_bf16, ids, new_tokens)}
     results = {}
     for name, fn in speeds.items():
         fn()  # warm-up
         results[f"{name}_tok_s"] = median_of(runs, fn)
-    for name in ("gptcli_transformers_bf16", "gptcli_llamacpp", "gptcli_llamacpp_bf16"):
+    for name in list(speeds)[1:]:
         results[f"{name}_ratio_to_plain"] = results[f"{name}_tok_s"] / results["plain_generate_bf16_tok_s"]
-    natives = {"llamacpp": native.native, "llamacpp_bf16": native_bf16.native}
-    del bf16, native, native_bf16
+    natives = {"llamacpp": native.native, "llamacpp_file_as_is": as_file.native, "llamacpp_bf16": native_bf16.native}
+    del bf16, native, native_bf16, as_file
     reference = load_model(LoadOptions(None, dtype="float32"), accept=(CAUSAL_LM,), command="bench")
     texts = public_texts()
     results.update(top1_agreement(reference, load_model(LoadOptions(None, dtype="bfloat16"), accept=(CAUSAL_LM,),
