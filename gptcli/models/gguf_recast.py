@@ -58,14 +58,30 @@ def with_bfloat16_output(gguf: Path) -> Path:
     with exclusive_lock(target.with_name(target.name + ".lock")):
         if target.is_file() or as_is.is_file():  # another process decided while we waited
             return target if target.is_file() else gguf
+        if not _output_worth_recasting(gguf):
+            _mark(as_is)
+            return gguf
         started = time.perf_counter()
-        with console.status(f"Writing {gguf.name}'s output projection in bfloat16 once for llama.cpp ..."):
-            if not _output_worth_recasting(gguf) or not _write(gguf, BF16_OUTPUT, target, verify=True):
-                as_is.touch()
-                return gguf
+        try:
+            with console.status(f"Writing {gguf.name}'s output projection in bfloat16 once for llama.cpp ..."):
+                written = _write(gguf, BF16_OUTPUT, target, verify=True)
+        except GptcliError as exc:  # the copy is only faster arithmetic: the file itself still runs
+            console.warn(f"{exc}; running {gguf.name} as it is")
+            return gguf
+        if not written:
+            _mark(as_is)
+            return gguf
         console.info(f"wrote {gguf.name} with its output projection in bfloat16 in "
                      f"{time.perf_counter() - started:.1f} s (cached in {target})")
     return target
+
+
+def _mark(path: Path) -> None:
+    """Leave the marker that spares the next run reading the header; without it, that run reads it again."""
+    try:
+        path.touch()
+    except OSError:
+        pass
 
 
 def _output_worth_recasting(gguf: Path) -> bool:

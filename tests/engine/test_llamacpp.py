@@ -375,3 +375,15 @@ def test_a_quantized_small_model_runs_with_its_output_projection_in_bfloat16(cli
         {name: value for name, value in source.items() if name != "output.weight"}
     assert gguf_recast.with_bfloat16_output(gguf) == gguf  # float32 already: nothing to gain
     assert gguf_recast.with_bfloat16_output(gguf) == gguf  # (the second answer from the kept marker)
+
+
+def test_when_llama_cpp_cannot_write_that_copy_the_file_runs_as_it_is(gguf, tmp_path, monkeypatch, capsys):
+    import llama_cpp
+
+    from gptcli.models import gguf_recast, placement
+
+    quantized = _quantized_copy(gguf, tmp_path)
+    monkeypatch.setattr(placement, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(llama_cpp, "llama_model_quantize", lambda *args: 1)  # as a full disk would fail
+    assert gguf_recast.with_bfloat16_output(quantized) == quantized
+    assert "running tiny-q4_1.gguf as it is" in capsys.readouterr().err
