@@ -12,6 +12,7 @@ from gptcli.models import LoadOptions, load_model
 from gptcli.models.kinds import CAUSAL_LM, EMBEDDING, SEQUENCE_CLASSIFIER
 from gptcli.services.classify import ClassifyParams, check_labels, classify
 from gptcli.services.classify_lm import LabelScorer
+from tests import tiny_models
 from tests.tasks import tiny_classifiers as tc
 
 ALL_KINDS = (CAUSAL_LM, SEQUENCE_CLASSIFIER, EMBEDDING)
@@ -105,12 +106,54 @@ def test_calibration_subtracts_the_mean_score_of_the_neutral_texts_that_fit(tiny
     room = lm.context_length - max(len(ids) for ids in raw.label_ids)
     fitting = [text for text in NEUTRAL_TEXTS if len(raw.prompt_ids(text, "", check=False)) <= room]
     assert fitting  # the tiny model's context holds some of them, and may not hold all
-    free, _ = raw.evidence(fitting)
+    free, _ = raw.label_evidence(fitting)
     bias = [sum(column) / len(fitting) for column in zip(*free)]
     assert calibrated.bias == pytest.approx(bias, abs=1e-5)
-    (plain,), _ = raw.evidence(["the cat"])
-    (shifted,), _ = calibrated.evidence(["the cat"])
+    (plain,), _ = raw.label_evidence(["the cat"])
+    (shifted,), _ = calibrated.label_evidence(["the cat"])
     assert shifted == pytest.approx([p - b for p, b in zip(plain, bias)], abs=1e-5)
+
+
+def _reference_text_logprob(lm, prompt_ids, text_ids):
+    """The text's summed log-probability after the prompt, one plain forward pass: the channel's definition."""
+    return _reference_mean_logprob(lm, prompt_ids, text_ids) * len(text_ids)
+
+
+def test_the_channel_scores_each_text_after_each_labels_prompt_batched_or_not(tiny_llama):
+    from gptcli.services.classify_lm import CHANNEL_PROMPT, ChannelScorer
+
+    lm = _load(tiny_llama)
+    labels = ("cat", "river city", "a")
+    together, alone = ChannelScorer(lm, labels, batch_size=7), ChannelScorer(lm, labels, batch_size=1)
+    for text, row, single in zip(TEXTS, together.scores(TEXTS), alone.scores(TEXTS)):
+        text_ids = lm.tokenizer(" " + text, add_special_tokens=False)["input_ids"]
+        expected = [_reference_text_logprob(lm, lm.tokenizer(CHANNEL_PROMPT.format(label=label))["input_ids"], text_ids)
+                    for label in labels]
+        assert row == pytest.approx(expected, abs=1e-3) and single == pytest.approx(expected, abs=1e-3)
+
+
+def test_zero_shot_mixes_label_scoring_with_the_channel_and_a_users_prompt_or_examples_do_not(tiny_llama,
+                                                                                              session_dir):
+    from gptcli.services.classify_lm import CHANNEL_WEIGHT
+
+    lm = _load(tiny_llama)
+    labels = ("cat", "dog")
+    texts = TEXTS[:4]  # the default prompt and the longest one do not fit the tiny model's 128 tokens
+    scorer = LabelScorer(lm, labels, ClassifyParams(labels=labels))
+    mixed, _ = scorer.evidence(texts)
+    labelled, _ = scorer.label_evidence(texts)
+    for row, label_row, channel_row in zip(mixed, labelled, scorer.channel.scores(texts)):
+        expected = [(1 - CHANNEL_WEIGHT) * (a - math.log(sum(math.exp(x) for x in label_row)))
+                    + CHANNEL_WEIGHT * (b - math.log(sum(math.exp(x) for x in channel_row)))
+                    for a, b in zip(label_row, channel_row)]
+        assert row == pytest.approx(expected, abs=1e-6)
+    assert mixed != labelled
+    own_prompt = LabelScorer(lm, labels, ClassifyParams(labels=labels, prompt="Pick one of {labels}.\n{text}"))
+    examples = (("a cat", "cat"), ("a dog", "dog"))
+    roomy = _load(tiny_models.build_llama(session_dir / "tiny-llama-1k", context=1024))  # the examples need room
+    with_examples = LabelScorer(roomy, labels, ClassifyParams(labels=labels, examples=examples))
+    assert own_prompt.channel is None and with_examples.channel is None
+    assert own_prompt.evidence(texts) == own_prompt.label_evidence(texts)
 
 
 def test_results_come_in_input_order_with_scores_summing_to_one(trained):
