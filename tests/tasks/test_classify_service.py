@@ -132,8 +132,7 @@ def test_the_channel_scores_each_text_after_each_labels_prompt_batched_or_not(ti
         assert row == pytest.approx(expected, abs=1e-3) and single == pytest.approx(expected, abs=1e-3)
 
 
-def test_zero_shot_mixes_label_scoring_with_the_channel_and_a_users_prompt_or_examples_do_not(tiny_llama,
-                                                                                              session_dir):
+def test_one_label_zero_shot_mixes_in_the_channel_and_a_prompt_examples_or_multi_label_do_not(tiny_llama, session_dir):
     from gptcli.services.classify_lm import CHANNEL_WEIGHT
 
     lm = _load(tiny_llama)
@@ -152,7 +151,8 @@ def test_zero_shot_mixes_label_scoring_with_the_channel_and_a_users_prompt_or_ex
     examples = (("a cat", "cat"), ("a dog", "dog"))
     roomy = _load(tiny_models.build_llama(session_dir / "tiny-llama-1k", context=1024))  # the examples need room
     with_examples = LabelScorer(roomy, labels, ClassifyParams(labels=labels, examples=examples))
-    assert own_prompt.channel is None and with_examples.channel is None
+    multi = LabelScorer(lm, labels, ClassifyParams(labels=labels, multi_label=True))  # each label on its own
+    assert own_prompt.channel is None and with_examples.channel is None and multi.channel is None
     assert own_prompt.evidence(texts) == own_prompt.label_evidence(texts)
 
 
