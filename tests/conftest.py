@@ -146,9 +146,11 @@ def subprocess_env(monkeypatch) -> dict:
 
 
 def interruptible() -> None:
-    """preexec_fn for a child the test will Ctrl-C: a shell starts background jobs (`make test &`,
-    nohup) with SIGINT ignored, children inherit that, and Python then never raises
-    KeyboardInterrupt; the default disposition makes the test independent of how pytest was started."""
+    """preexec_fn for a child the test will signal: a shell starts background jobs (`make test &`) with
+    SIGINT ignored and nohup ignores SIGHUP, children inherit that, and gptcli rightly keeps ignoring
+    what it was started ignoring (Python then never raises KeyboardInterrupt); the default dispositions
+    make the test independent of how pytest was started."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)

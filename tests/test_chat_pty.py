@@ -15,7 +15,7 @@ import pexpect
 import pytest
 
 from tests import tiny_models
-from tests.conftest import gptcli_command
+from tests.conftest import gptcli_command, interruptible
 from tests.server import server_env
 
 PROMPT = ">>>"  # prompt_toolkit draws ">>> " as ">>>" and a cursor move
@@ -33,7 +33,7 @@ def spawn(args: list[str], env: dict, command: list[str] | None = None) -> pexpe
     command = command or gptcli_command()
     env = dict(env, PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm")
     return pexpect.spawn(command[0], command[1:] + args, env=env, encoding="utf-8", timeout=WAIT,
-                         dimensions=(40, 200))
+                         dimensions=(40, 200), preexec_fn=interruptible)  # Ctrl-C must reach it
 
 
 def send_line(child: pexpect.spawn, text: str) -> None:

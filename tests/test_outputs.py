@@ -185,9 +185,9 @@ def test_summarize_length_and_translate_target_are_part_of_the_run(cli, bart, ma
 # ---------------------------------------------------------------- one writer, streams, signals
 
 
-def _slow_batch(tmp_path, model, count=40, tokens=30):
+def _slow_batch(tmp_path, model, count=40):
     prompts(tmp_path, count)
-    return gptcli_command() + [str(a) for a in generate_args(tmp_path, model, "--max-new-tokens", str(tokens),
+    return gptcli_command() + [str(a) for a in generate_args(tmp_path, model, "--max-new-tokens", "30",
                                                              "--batch-size", "1")]
 
 
@@ -239,9 +239,9 @@ def test_dev_stdout_as_output_writes_the_records_to_stdout(tiny_llama, tmp_path)
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_sigterm_and_sighup_keep_whole_records_and_a_rerun_completes(tiny_llama, tmp_path, signum, code):
-    # 80 records of 120 tokens, ~8 s in all: at 30 tokens (~2 s) the whole batch once ended before the
-    # signal landed, while the suite's own process was slow to see the second line (exit 0 instead of 129).
-    command = _slow_batch(tmp_path, tiny_llama, 80, tokens=120)
+    # Exit 0 instead of 129 (every record written) meant SIGHUP was ignored: the suite ran under nohup, and
+    # the child inherited that until interruptible() reset it. 80 records keep the batch going meanwhile.
+    command = _slow_batch(tmp_path, tiny_llama, 80)
     out = tmp_path / "out.jsonl"
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=interruptible)

@@ -350,7 +350,8 @@ def _tensor_bytes(path) -> dict:
     import gguf as gguf_format
     import numpy
 
-    return {t.name: (t.tensor_type.name, numpy.asarray(t.data).tobytes()) for t in gguf_format.GGUFReader(str(path)).tensors}
+    tensors = gguf_format.GGUFReader(str(path)).tensors
+    return {t.name: (t.tensor_type.name, numpy.asarray(t.data).tobytes()) for t in tensors}
 
 
 def test_a_quantized_small_model_runs_with_its_output_projection_in_bfloat16(cli, gguf, tmp_path, monkeypatch):
