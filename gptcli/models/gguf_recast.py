@@ -58,13 +58,16 @@ def with_bfloat16_output(gguf: Path) -> Path:
     with exclusive_lock(target.with_name(target.name + ".lock")):
         if target.is_file() or as_is.is_file():  # another process decided while we waited
             return target if target.is_file() else gguf
-        if not _output_worth_recasting(gguf):
+        import gguf as gguf_format
+
+        source = gguf_format.GGUFReader(str(gguf))  # read once: the check, the file type and the comparison
+        if not _output_worth_recasting(source):
             _mark(as_is)
             return gguf
         started = time.perf_counter()
         try:
             with console.status(f"Writing {gguf.name}'s output projection in bfloat16 once for llama.cpp ..."):
-                written = _write(gguf, BF16_OUTPUT, target, verify=True)
+                written = _write(gguf, BF16_OUTPUT, target, source=source)
         except GptcliError as exc:  # the copy is only faster arithmetic: the file itself still runs
             console.warn(f"{exc}; running {gguf.name} as it is")
             return gguf
@@ -84,10 +87,7 @@ def _mark(path: Path) -> None:
         pass
 
 
-def _output_worth_recasting(gguf: Path) -> bool:
-    import gguf as gguf_format
-
-    reader = gguf_format.GGUFReader(str(gguf))
+def _output_worth_recasting(reader) -> bool:
     field = reader.get_field("general.file_type")
     if field is None or int(field.contents()) not in PLAIN_BLOCK_TYPES:
         return False
@@ -98,11 +98,11 @@ def _output_worth_recasting(gguf: Path) -> bool:
     return int(output.n_elements) >= OUTPUT_SHARE * sum(int(t.n_elements) for t in tensors.values())
 
 
-def _only_output_differs(gguf: Path, copy: Path) -> bool:
+def _only_output_differs(reader, copy: Path) -> bool:
     import gguf as gguf_format
     import numpy
 
-    source = {t.name: t for t in gguf_format.GGUFReader(str(gguf)).tensors}
+    source = {t.name: t for t in reader.tensors}
     written = {t.name: t for t in gguf_format.GGUFReader(str(copy)).tensors}
     output = "output.weight" if "output.weight" in source else "token_embd.weight"
     return source.keys() == written.keys() and all(
@@ -133,9 +133,9 @@ def _target_for(gguf: Path, dtype: str) -> Path:
     return cache_dir() / "models" / f"{gguf.stem.lower().replace('.', '-')}-{dtype}-{digest}.gguf"
 
 
-def _write(gguf: Path, dtype: str, target: Path, verify: bool = False) -> bool:
-    """Write the copy to ``target``; with ``verify``, keep it only if its other tensors are the
-    file's own bytes (False: nothing kept)."""
+def _write(gguf: Path, dtype: str, target: Path, source=None) -> bool:
+    """Write the copy to ``target``; for BF16_OUTPUT (``source``: the file's GGUFReader), keep it only
+    if its other tensors are the file's own bytes (False: nothing kept)."""
     import llama_cpp
 
     from gptcli.engine.llamacpp_native import default_threads, route_log
@@ -145,7 +145,7 @@ def _write(gguf: Path, dtype: str, target: Path, verify: bool = False) -> bool:
     tmp = target.with_name(f".tmp-{target.name}-{os.getpid()}")
     params = llama_cpp.llama_model_quantize_default_params()
     if dtype == BF16_OUTPUT:
-        params.ftype = _file_type(gguf)  # the layers stay in the file's own type ...
+        params.ftype = int(source.get_field("general.file_type").contents())  # the layers stay in the file's own type ...
         params.output_tensor_type = GGML_BF16  # ... the output projection (or tied embedding) in bfloat16
     else:
         params.ftype = FILE_TYPES[dtype]
@@ -156,7 +156,7 @@ def _write(gguf: Path, dtype: str, target: Path, verify: bool = False) -> bool:
         if status != 0:
             raise GptcliError(f"llama.cpp could not write {gguf.name} in {dtype} (status {status}); "
                               "use --dtype auto or --engine transformers")
-        if verify and not _only_output_differs(gguf, tmp):
+        if source is not None and not _only_output_differs(source, tmp):
             console.log(f"llama.cpp changed other tensors of {gguf.name} than its output projection: "
                         "running the file as it is")
             return False
@@ -167,8 +167,3 @@ def _write(gguf: Path, dtype: str, target: Path, verify: bool = False) -> bool:
     finally:
         tmp.unlink(missing_ok=True)
 
-
-def _file_type(gguf: Path) -> int:
-    import gguf as gguf_format
-
-    return int(gguf_format.GGUFReader(str(gguf)).get_field("general.file_type").contents())
